@@ -1,0 +1,322 @@
+"""The gateway's configuration: one typed tree loaded from YAML and the environment.
+
+Every section is a frozen dataclass. ``load_dataclass`` builds one from plain data and names the
+exact bad key and why (``models[0].task: must be one of ...``), which is what ``check-config``
+prints. Providers validate their own ``options`` with the same function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+TASKS = (
+    "chat",
+    "completion",
+    "embedding",
+    "rerank",
+    "classification",
+    "transcription",
+    "speech",
+    "image",
+    "translation",
+    "predict",
+)
+TaskName = Literal[
+    "chat",
+    "completion",
+    "embedding",
+    "rerank",
+    "classification",
+    "transcription",
+    "speech",
+    "image",
+    "translation",
+    "predict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; ``path`` names the key (``models[0].task``)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 50051
+    # Where the edge finds the core; defaults to host:grpc_port.
+    core_address: str | None = None
+    # Port of the core's own /metrics when it runs apart from the edge (0: off).
+    core_metrics_port: int = 0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # Largest JSON request body the edge accepts.
+    max_body_bytes: int = 10 * 1024 * 1024
+    # Largest audio or image upload.
+    max_upload_bytes: int = 25 * 1024 * 1024
+    # Largest rendered custom chat template, and how long rendering may take.
+    max_template_bytes: int = 64 * 1024
+    template_timeout_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    # Default request deadline when neither the caller nor the model sets one.
+    default_seconds: float = 120.0
+    # Longest deadline a caller may ask for with OICM-Request-Timeout.
+    max_seconds: float = 3600.0
+    # How long in-flight requests may finish on shutdown.
+    shutdown_grace_seconds: float = 10.0
+    # gRPC keepalive ping interval between the edge and the core.
+    keepalive_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    # Directory of the embedded SQLite store.
+    data_dir: str = "./data"
+    # PostgreSQL DSN, read from this environment variable when backend is postgres.
+    dsn_env: str = "GATEWAY_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    enabled: bool = False
+    algorithms: list[Literal["RS256", "ES256", "HS256"]] = field(default_factory=lambda: ["RS256"])
+    issuer: str | None = None
+    audience: str | None = None
+    # A PEM public key file, a JWKS file, or (HS256 only) an environment variable with the secret.
+    public_key_file: str | None = None
+    jwks_file: str | None = None
+    secret_env: str | None = None
+    leeway_seconds: float = 30.0
+    # The claim that lists the models the token may call ("*" for all).
+    models_claim: str = "models"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = True
+    # The admin credential comes from this environment variable, or is generated and stored on
+    # first start of a fresh data dir.
+    admin_token_env: str = "GATEWAY_ADMIN_TOKEN"
+    # How long a validated token may be served from the cache (revocation invalidates at once
+    # on the same replica; other replicas see it within this bound).
+    cache_seconds: float = 1.0
+    jwt: JwtConfig = field(default_factory=JwtConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: where its upstream is and how to call it."""
+
+    id: str
+    task: TaskName
+    provider: str
+    # Base URL of the upstream (e.g. http://vllm:8000/v1); not needed by the mock provider.
+    upstream_url: str | None = None
+    # The model name sent upstream (defaults to id).
+    upstream_model: str | None = None
+    # The upstream credential is read from this environment variable.
+    api_key_env: str | None = None
+    timeout_seconds: float | None = None
+    # Default request parameters (temperature, top_p, max_tokens, ...).
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # Other names that route here (endpoint and mlflow dialect names).
+    aliases: list[str] = field(default_factory=list)
+    owned_by: str = "inference-gateway"
+    # Provider-specific settings, validated by the provider.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    models: list[ModelConfig] = field(default_factory=list)
+    # Endpoint dialect: endpoint id -> the model ids it serves.
+    endpoints: dict[str, list[str]] = field(default_factory=dict)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def core_address(self) -> str:
+        return self.listen.core_address or f"{self.listen.host}:{self.listen.grpc_port}"
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.id == model_id or model_id in m.aliases:
+                return m
+        return None
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(path, f"must be {_type_name(tp)}; got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(path, f"must be {_type_name(tp)}; got null")
+        errors: list[ConfigError] = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(path, f"must be {_type_name(tp)}; got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(path, f"must be a list; got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a mapping; got {type(value).__name__}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {str(k): _convert(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return load_dataclass(tp, value, path)  # type: ignore[arg-type]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"must be a boolean; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"must be an integer; got {value!r}")
+        if value < 0:
+            raise ConfigError(path, f"must not be negative; got {value}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"must be a number; got {value!r}")
+        if value < 0:
+            raise ConfigError(path, f"must not be negative; got {value}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"must be a string; got {value!r}")
+        return value
+    raise ConfigError(path, f"unsupported type {tp!r}")  # pragma: no cover - a programming error
+
+
+def load_dataclass(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass ``cls`` from plain data, naming the exact bad key when it does not fit."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"must be a mapping; got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(sub, f"unknown key (expected one of: {', '.join(fields)})")
+        kwargs[key] = _convert(hints[key], value, sub)
+    for name, f in fields.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            raise ConfigError(f"{path}.{name}" if path else name, "is required")
+    return cls(**kwargs)
+
+
+def validate(config: GatewayConfig) -> GatewayConfig:
+    """Checks that span several keys."""
+    seen: dict[str, str] = {}
+    for i, m in enumerate(config.models):
+        if not m.id.strip() or m.id != m.id.strip():
+            raise ConfigError(f"models[{i}].id", "must be a non-empty name without spaces around")
+        for name in (m.id, *m.aliases):
+            if name in seen:
+                raise ConfigError(f"models[{i}]", f"name {name!r} is already used by {seen[name]}")
+            seen[name] = f"models[{i}]"
+        if m.timeout_seconds is not None and m.timeout_seconds <= 0:
+            raise ConfigError(f"models[{i}].timeout_seconds", "must be greater than 0")
+    for endpoint, ids in config.endpoints.items():
+        for j, model_id in enumerate(ids):
+            if config.model(model_id) is None:
+                raise ConfigError(f"endpoints.{endpoint}[{j}]", f"no model named {model_id!r}")
+    for name in ("http_port", "grpc_port", "core_metrics_port"):
+        if getattr(config.listen, name) > 65535:
+            raise ConfigError(f"listen.{name}", "must be a port number (0-65535)")
+    if config.timeouts.default_seconds <= 0:
+        raise ConfigError("timeouts.default_seconds", "must be greater than 0")
+    return config
+
+
+def parse_config(data: Any) -> GatewayConfig:
+    return validate(load_dataclass(GatewayConfig, data))
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read a YAML config file; raises ConfigError naming the bad key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {p}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"{p} is not valid YAML{where}") from exc
+    return parse_config(data)
+
+
+def replace(config: T, **changes: Any) -> T:
+    """A copy of a config section with some fields changed (flags override the file)."""
+    return dataclasses.replace(config, **changes)  # type: ignore[type-var]

@@ -1,0 +1,1 @@
+"""The gRPC core: auth, routing, deadlines, providers."""

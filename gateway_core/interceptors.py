@@ -1,0 +1,205 @@
+"""Server interceptors: one concern each, their order set in ``server.py``.
+
+grpc.aio interceptors see the method name and metadata, not the request, so each one here wraps the
+method's behaviour (the coroutine or async generator that serves it). Wrapped handlers are built
+once per method and cached: no per-request allocation beyond the call itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, NoReturn
+
+import grpc
+from grpc import aio
+from prometheus_client import Counter, Histogram
+
+from gateway_core.errors import REASON_KEY, GatewayError, UpstreamError
+
+log = logging.getLogger(__name__)
+
+# The resolved model id of the current call (bounded: only configured ids are set), for labels.
+current_model: ContextVar[str] = ContextVar("current_model", default="")
+# The caller's request id, for logs.
+current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
+
+UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+GRPC_REQUESTS = Counter(
+    "gateway_grpc_requests_total", "RPCs served by the core, by method, model and status code.",
+    ["method", "model", "code"],
+)
+GRPC_DURATION = Histogram(
+    "gateway_grpc_request_duration_seconds", "Time the core spent on an RPC, by method.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors_total", "Upstream failures by model and kind.", ["model", "kind"],
+)
+
+
+class BehaviorInterceptor(aio.ServerInterceptor):
+    """Base: wraps unary and server-streaming behaviours of every method it is given."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+
+    def applies_to(self, method: str) -> bool:
+        return True
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        cached = self._cache.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or not self.applies_to(method):
+            return handler
+        wrapped = self._wrap(method, handler)
+        self._cache[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        name = method.rsplit("/", 1)[-1]
+        if h.unary_unary is not None:
+            inner_u: UnaryBehavior = h.unary_unary
+
+            async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                return await self.around_unary(name, inner_u, request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, h.request_deserializer, h.response_serializer)
+        if h.unary_stream is not None:
+            inner_s: StreamBehavior = h.unary_stream
+
+            # grpc.aio asks for an async generator function here, not a function returning one.
+            async def stream(
+                request: Any, context: aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                async for item in self.around_stream(name, inner_s, request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, h.request_deserializer, h.response_serializer)
+        if h.stream_unary is not None:
+            inner_cu: UnaryBehavior = h.stream_unary
+
+            async def client_stream(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                return await self.around_unary(name, inner_cu, requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                client_stream, h.request_deserializer, h.response_serializer)
+        return h  # bidirectional streams: none in our API
+
+    async def around_unary(
+        self, method: str, behavior: UnaryBehavior, request: Any,
+        context: aio.ServicerContext[Any, Any],
+    ) -> Any:
+        return await behavior(request, context)
+
+    def around_stream(
+        self, method: str, behavior: StreamBehavior, request: Any,
+        context: aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        return behavior(request, context)
+
+
+async def _abort(context: aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    if isinstance(exc, GatewayError):
+        if isinstance(exc, UpstreamError):
+            UPSTREAM_ERRORS.labels(current_model.get() or "unknown", exc.kind).inc()
+        await context.abort(
+            grpc.StatusCode[exc.code], exc.message, trailing_metadata=((REASON_KEY, exc.reason),)
+        )
+    log.error("unhandled error in RPC (request id %s)", current_request_id.get() or "-",
+              exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in the gateway (request id {current_request_id.get() or '-'})",
+        trailing_metadata=((REASON_KEY, "internal"),),
+    )
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+class ErrorInterceptor(BehaviorInterceptor):
+    """Turns GatewayError into an aborted RPC with its status and reason; anything else into
+    INTERNAL with a generic message (the detail goes to the log, never to the caller)."""
+
+    async def around_unary(
+        self, method: str, behavior: UnaryBehavior, request: Any,
+        context: aio.ServicerContext[Any, Any],
+    ) -> Any:
+        try:
+            return await behavior(request, context)
+        except (asyncio.CancelledError, aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def around_stream(  # type: ignore[override]
+        self, method: str, behavior: StreamBehavior, request: Any,
+        context: aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except (asyncio.CancelledError, aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+
+def _code_of(context: aio.ServicerContext[Any, Any], exc: BaseException | None) -> str:
+    if exc is None:
+        return "OK"
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "UNKNOWN"
+
+
+class MetricsInterceptor(BehaviorInterceptor):
+    """Counts RPCs by method, model and final status, and times them."""
+
+    def _observe(self, method: str, started: float, context: aio.ServicerContext[Any, Any],
+                 exc: BaseException | None) -> None:
+        GRPC_DURATION.labels(method).observe(time.perf_counter() - started)
+        GRPC_REQUESTS.labels(method, current_model.get() or "-", _code_of(context, exc)).inc()
+
+    async def around_unary(
+        self, method: str, behavior: UnaryBehavior, request: Any,
+        context: aio.ServicerContext[Any, Any],
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await behavior(request, context)
+        except BaseException as exc:
+            self._observe(method, started, context, exc)
+            raise
+        self._observe(method, started, context, None)
+        return result
+
+    async def around_stream(  # type: ignore[override]
+        self, method: str, behavior: StreamBehavior, request: Any,
+        context: aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except BaseException as exc:
+            self._observe(method, started, context, exc)
+            raise
+        self._observe(method, started, context, None)

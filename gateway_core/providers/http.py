@@ -1,0 +1,203 @@
+"""Upstream HTTP calls shared by every HTTP provider: deadlines, error mapping, SSE parsing.
+
+Each call is bounded by the request's deadline, carries ``x-request-id``, and turns every failure
+into a ``gateway_core.errors`` exception with a clear message: connection refused, a 5xx, a body
+that is not JSON, a timeout. Streams are parsed line by line as they arrive, never buffered whole;
+leaving the ``async for`` early (a cancelled call) closes the upstream response at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway_core.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from gateway_core.providers.base import Call
+
+log = logging.getLogger(__name__)
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+_MAX_ERROR_CHARS = 300
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message in an upstream error body (OpenAI, TGI, FastAPI shapes), never a dump."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message")
+        if isinstance(err, list):  # FastAPI validation errors
+            err = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in err)
+        if isinstance(err, str):
+            return _short(err.splitlines()[0] if err else err)
+    return ""
+
+
+def status_error(status: int, body: bytes, url: str) -> GatewayError:
+    """Map an upstream's non-2xx answer to the error the caller should see."""
+    detail = upstream_message(body)
+    suffix = f": {detail}" if detail else ""
+    if status == 429:
+        return UpstreamRateLimited(f"upstream is rate limiting requests{suffix}")
+    if status in (400, 413, 422):
+        return UpstreamRejected(f"upstream rejected the request (HTTP {status}){suffix}")
+    if status in (401, 403):
+        return UpstreamError(
+            f"upstream refused the gateway's credentials (HTTP {status}); check the model's"
+            " api_key_env", kind="auth",
+        )
+    if status == 404:
+        return UpstreamError(f"upstream has no such route or model (HTTP 404 from {url})",
+                             kind="status")
+    return UpstreamError(f"upstream failed with HTTP {status}{suffix}", kind="status")
+
+
+def _headers(base: Mapping[str, str], call: Call, api_key: str | None) -> dict[str, str]:
+    headers = dict(base)
+    if call.request_id:
+        headers["X-Request-Id"] = call.request_id
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def _connect_error(url: str, exc: BaseException) -> UpstreamError:
+    origin = "/".join(url.split("/", 3)[:3])
+    log.warning("upstream %s unreachable: %s", origin, exc)
+    return UpstreamError(f"upstream {origin} is unreachable ({exc.__class__.__name__})",
+                         kind="connect")
+
+
+async def request_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    call: Call,
+    *,
+    json_body: Any = None,
+    data: Any = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
+    """One upstream call answered with JSON, parsed once."""
+    body = await request_bytes(
+        session, method, url, call, json_body=json_body, data=data, api_key=api_key,
+        headers=headers,
+    )
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("upstream answered with a body that is not JSON",
+                            kind="protocol") from exc
+
+
+async def request_bytes(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    call: Call,
+    *,
+    json_body: Any = None,
+    data: Any = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """One upstream call; the whole (bounded) answer body on 2xx, a mapped error otherwise."""
+    payload = orjson.dumps(json_body) if json_body is not None else data
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with session.request(
+            method, url, data=payload,
+            headers=_headers(headers or _JSON_HEADERS, call, api_key),
+            timeout=call.client_timeout(),
+        ) as resp:
+            body = await resp.read()
+            if resp.status >= 300:
+                raise status_error(resp.status, body, url)
+            return body
+    except TimeoutError as exc:
+        raise UpstreamTimeout("the upstream did not answer before the request deadline") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        raise _connect_error(url, exc) from exc
+    finally:
+        call.upstream_seconds += loop.time() - started
+
+
+async def stream_sse(
+    session: aiohttp.ClientSession,
+    url: str,
+    call: Call,
+    json_body: Any,
+    *,
+    api_key: str | None = None,
+) -> AsyncIterator[Any]:
+    """POST and yield each SSE ``data:`` payload parsed from JSON, as it arrives.
+
+    Ends at ``data: [DONE]`` or at the end of the body. A mid-stream ``{"error": ...}`` event
+    becomes an UpstreamError. The upstream response is closed when the consumer stops early.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp: aiohttp.ClientResponse | None = None
+    try:
+        resp = await session.post(
+            url, data=orjson.dumps(json_body), headers=_headers(_SSE_HEADERS, call, api_key),
+            timeout=call.client_timeout(),
+        )
+        if resp.status >= 300:
+            raise status_error(resp.status, await resp.read(), url)
+        async for raw in resp.content:
+            if not raw.startswith(b"data:"):
+                continue  # blank lines, comments, event:/id: fields
+            payload = raw[5:].strip()
+            if payload == b"[DONE]":
+                break
+            if not payload:
+                continue
+            try:
+                data = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError("upstream sent a stream event that is not JSON",
+                                    kind="protocol") from exc
+            if isinstance(data, dict) and "error" in data and "choices" not in data:
+                detail = upstream_message(payload)
+                raise UpstreamError(f"upstream failed mid-stream: {detail or 'unknown error'}",
+                                    kind="status")
+            yield data
+    except TimeoutError as exc:
+        raise UpstreamTimeout("the upstream did not finish before the request deadline") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        raise _connect_error(url, exc) from exc
+    finally:
+        call.upstream_seconds += loop.time() - started
+        if resp is not None:
+            # Not released for reuse: an unfinished body must drop the connection so the
+            # upstream stops generating for a caller that has gone.
+            with contextlib.suppress(Exception):
+                if resp.content.at_eof():
+                    resp.release()
+                else:
+                    resp.close()

@@ -1,0 +1,114 @@
+"""The model registry: configured models, their providers, and the task each one serves."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from gateway_common.config import ConfigError, GatewayConfig, ModelConfig
+from gateway_core.errors import ModelNotFound, TaskMismatch
+from gateway_core.providers.base import Provider, SessionPool, build_options, provider_class, \
+    provider_names
+from inference_gateway.v1 import inference_pb2 as pb
+
+TASK_ENUM: dict[str, pb.Task.ValueType] = {
+    "chat": pb.TASK_CHAT,
+    "completion": pb.TASK_COMPLETION,
+    "embedding": pb.TASK_EMBEDDING,
+    "rerank": pb.TASK_RERANK,
+    "classification": pb.TASK_CLASSIFICATION,
+    "transcription": pb.TASK_TRANSCRIPTION,
+    "speech": pb.TASK_SPEECH,
+    "image": pb.TASK_IMAGE,
+    "translation": pb.TASK_TRANSLATION,
+    "predict": pb.TASK_PREDICT,
+}
+TASK_NAME = {v: k for k, v in TASK_ENUM.items()}
+
+# Requests of a task that a model of another task also serves: an LLM does chat and completion.
+_ALSO_SERVES = {"chat": {"completion"}, "completion": {"chat"}}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    config: ModelConfig
+    provider: Provider
+    # Deadline used when the caller sets none: the model's timeout, else the gateway default.
+    timeout: float
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def serves(self, task: str) -> bool:
+        return task == self.config.task or task in _ALSO_SERVES.get(self.config.task, ())
+
+    def to_proto(self) -> pb.Model:
+        c = self.config
+        return pb.Model(
+            id=c.id, task=TASK_ENUM[c.task], provider=c.provider,
+            upstream_model=c.upstream_model or c.id, owned_by=c.owned_by,
+            created=self.provider.created, aliases=c.aliases, status="ready",
+        )
+
+
+def validate_providers(config: GatewayConfig) -> None:
+    """Check each model's provider name and options (raises ConfigError naming the key)."""
+    for i, m in enumerate(config.models):
+        cls = provider_class(m.provider)
+        if cls is None:
+            raise ConfigError(f"models[{i}].provider",
+                              f"unknown provider {m.provider!r} (one of: {', '.join(provider_names())})")
+        build_options(cls, m, f"models[{i}]")
+        if m.provider != "mock" and not m.upstream_url:
+            raise ConfigError(f"models[{i}].upstream_url", f"is required by provider {m.provider!r}")
+
+
+class ModelRegistry:
+    """Resolves a model id or alias to its entry, checking the task."""
+
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self._entries = entries
+        self._by_name: dict[str, ModelEntry] = {}
+        for e in entries:
+            for name in (e.config.id, *e.config.aliases):
+                self._by_name[name] = e
+        self.created = int(time.time())
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, sessions: SessionPool) -> ModelRegistry:
+        validate_providers(config)
+        entries = []
+        for i, m in enumerate(config.models):
+            pcls = provider_class(m.provider)
+            assert pcls is not None
+            provider = pcls(m, build_options(pcls, m, f"models[{i}]"), sessions)
+            entries.append(ModelEntry(m, provider, m.timeout_seconds or config.timeouts.default_seconds))
+        return cls(entries)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(e.provider.start() for e in self._entries))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(e.provider.close() for e in self._entries), return_exceptions=True)
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self._by_name.get(name)
+        if entry is None:
+            if not name:
+                raise ModelNotFound("the request names no model")
+            shown = name if len(name) <= 200 else name[:200] + "..."
+            raise ModelNotFound(f"the model '{shown}' does not exist")
+        return entry
+
+    def resolve(self, name: str, task: str) -> ModelEntry:
+        entry = self.get(name)
+        if not entry.serves(task):
+            raise TaskMismatch(
+                f"model '{entry.id}' serves the task '{entry.config.task}', not '{task}'"
+            )
+        return entry
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries)

@@ -1,0 +1,116 @@
+"""The core's server factory: wires registry, servicers, interceptors, health and reflection.
+
+``start_core(config)`` binds and starts a grpc.aio server and returns a handle; tests bind port 0.
+Interceptor order (outermost first) is set here and only here: metrics, errors, then auth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha._async import ReflectionServicer
+
+from gateway_common.config import GatewayConfig
+from gateway_core.interceptors import ErrorInterceptor, MetricsInterceptor
+from gateway_core.providers.base import SessionPool
+from gateway_core.registry import ModelRegistry
+from gateway_core.servicers.inference import InferenceServicer
+from gateway_core.servicers.models import ModelsServicer
+from inference_gateway.v1 import inference_pb2 as pb
+from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+# Keepalive: answer the edge's pings on long calls (minutes) without treating them as abuse, and
+# ping idle clients so that dead connections are noticed.
+def server_options(config: GatewayConfig) -> list[tuple[str, Any]]:
+    ping_ms = int(config.timeouts.keepalive_seconds * 1000)
+    return [
+        ("grpc.keepalive_time_ms", ping_ms),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", min(ping_ms, 5_000)),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_receive_message_length", config.limits.max_upload_bytes + 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@dataclass
+class CoreHandle:
+    """A running core: its server, bound port and what must be closed on stop."""
+
+    server: aio.Server
+    port: int
+    registry: ModelRegistry
+    sessions: SessionPool
+    health: HealthServicer
+    extras: list[Any] = field(default_factory=list)
+
+    async def stop(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.registry.close()
+        await self.sessions.close()
+        for extra in self.extras:
+            await extra.close()
+
+
+def _add_reflection(server: aio.Server, services: Sequence[str]) -> None:
+    names = [*services, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = ReflectionServicer(names)
+    reflection.enable_server_reflection(names, server)  # v1alpha, for the pip clients
+    # v1 is the same wire format under another package name: serve it with the same servicer.
+    handler = grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    })
+    server.add_generic_rpc_handlers((handler,))
+
+
+async def start_core(
+    config: GatewayConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+) -> CoreHandle:
+    """Build, bind and start the core. ``port=0`` picks a free port (see ``handle.port``)."""
+    sessions = SessionPool()
+    registry = ModelRegistry.from_config(config, sessions)
+    await registry.start()
+    interceptors: list[aio.ServerInterceptor] = [
+        MetricsInterceptor(), ErrorInterceptor(), *extra_interceptors,
+    ]
+    server = aio.server(interceptors=interceptors, options=server_options(config))
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry), server)
+    pb_grpc.add_ModelsServicer_to_server(ModelsServicer(registry), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    services = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
+    _add_reflection(server, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    bind_host = host or config.listen.host
+    bound = server.add_insecure_port(
+        f"{bind_host}:{config.listen.grpc_port if port is None else port}"
+    )
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC port on {bind_host}")
+    await server.start()
+    for name in ("", *services):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("core listening on %s:%d (%d models)", bind_host, bound, len(registry.entries()))
+    return CoreHandle(server, bound, registry, sessions, health)

@@ -1,0 +1,179 @@
+"""The Inference servicer: decode, route to the model's provider, return. Nothing else.
+
+Deadline rule: a gRPC caller's own deadline is the request's deadline. When the caller set none, or
+the edge marks its deadline as a fallback (metadata ``igw-default-deadline``), the model's timeout
+(or the gateway default) applies, bounded by whatever the caller did set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest
+from gateway_core.interceptors import current_model, current_request_id
+from gateway_core.providers.base import Call
+from gateway_core.registry import ModelEntry, ModelRegistry
+from inference_gateway.v1 import inference_pb2 as pb
+from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
+
+Ctx = aio.ServicerContext[Any, Any]
+
+DEFAULT_DEADLINE_KEY = "igw-default-deadline"
+
+
+def make_call(context: Ctx, entry: ModelEntry) -> Call:
+    request_id = ""
+    fallback = False
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            request_id = str(value)
+        elif key == DEFAULT_DEADLINE_KEY:
+            fallback = True
+    current_request_id.set(request_id)
+    remaining = context.time_remaining()
+    if remaining is None:
+        budget = entry.timeout
+    elif fallback:
+        budget = min(remaining, entry.timeout)
+    else:
+        budget = remaining
+    return Call(deadline=asyncio.get_running_loop().time() + budget, request_id=request_id)
+
+
+def _report(context: Ctx, call: Call) -> None:
+    context.set_trailing_metadata(((UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),))
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    """Serves every task by handing the typed request to the model's provider."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def _route(self, model: str, task: str, context: Ctx) -> tuple[ModelEntry, Call]:
+        entry = self.registry.resolve(model, task)
+        current_model.set(entry.id)
+        return entry, make_call(context, entry)
+
+    async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
+        entry, call = self._route(request.model, "chat", context)
+        if not request.messages:
+            raise InvalidRequest("'messages' must hold at least one message")
+        result = await entry.provider.chat(request, call)
+        _report(context, call)
+        return result
+
+    async def ChatStream(  # type: ignore[override]
+        self, request: pb.ChatRequest, context: Ctx
+    ) -> AsyncIterator[pb.ChatChunk]:
+        entry, call = self._route(request.model, "chat", context)
+        if not request.messages:
+            raise InvalidRequest("'messages' must hold at least one message")
+        async for chunk in entry.provider.chat_stream(request, call):
+            yield chunk
+        _report(context, call)
+
+    async def Complete(self, request: pb.CompletionRequest, context: Ctx) -> pb.CompletionResponse:
+        entry, call = self._route(request.model, "completion", context)
+        result = await entry.provider.complete(request, call)
+        _report(context, call)
+        return result
+
+    async def CompleteStream(  # type: ignore[override]
+        self, request: pb.CompletionRequest, context: Ctx
+    ) -> AsyncIterator[pb.CompletionChunk]:
+        entry, call = self._route(request.model, "completion", context)
+        async for chunk in entry.provider.complete_stream(request, call):
+            yield chunk
+        _report(context, call)
+
+    async def Embed(self, request: pb.EmbedRequest, context: Ctx) -> pb.EmbedResponse:
+        entry, call = self._route(request.model, "embedding", context)
+        if not request.inputs:
+            raise InvalidRequest("'input' must hold at least one text")
+        result = await entry.provider.embed(request, call)
+        _report(context, call)
+        return result
+
+    async def Rerank(self, request: pb.RerankRequest, context: Ctx) -> pb.RerankResponse:
+        entry, call = self._route(request.model, "rerank", context)
+        if not request.texts:
+            raise InvalidRequest("'texts' must hold at least one text")
+        result = await entry.provider.rerank(request, call)
+        _report(context, call)
+        return result
+
+    async def Classify(self, request: pb.ClassifyRequest, context: Ctx) -> pb.ClassifyResponse:
+        entry, call = self._route(request.model, "classification", context)
+        if not request.inputs:
+            raise InvalidRequest("'inputs' must hold at least one text")
+        result = await entry.provider.classify(request, call)
+        _report(context, call)
+        return result
+
+    async def Transcribe(
+        self, request: pb.TranscribeRequest, context: Ctx
+    ) -> pb.TranscribeResponse:
+        entry, call = self._route(request.model, "transcription", context)
+        result = await entry.provider.transcribe(request, call)
+        _report(context, call)
+        return result
+
+    async def TranscribeStream(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[pb.TranscribeChunk], context: Ctx
+    ) -> pb.TranscribeResponse:
+        header: pb.TranscribeRequest | None = None
+        pieces: list[bytes] = []
+        async for chunk in request_iterator:
+            if chunk.HasField("header"):
+                if header is not None:
+                    raise InvalidRequest("only the first TranscribeChunk may carry a header")
+                header = chunk.header
+                if header.audio:
+                    pieces.append(header.audio)
+            elif header is None:
+                raise InvalidRequest("the first TranscribeChunk must carry the header")
+            else:
+                pieces.append(chunk.audio)
+        if header is None:
+            raise InvalidRequest("the stream carried no TranscribeChunk")
+        request = pb.TranscribeRequest()
+        request.CopyFrom(header)
+        request.audio = b"".join(pieces)
+        return await self.Transcribe(request, context)
+
+    async def GetSpeechSchema(
+        self, request: pb.SpeechSchemaRequest, context: Ctx
+    ) -> pb.SpeechSchema:
+        entry, call = self._route(request.model, "speech", context)
+        result = await entry.provider.speech_schema(request, call)
+        _report(context, call)
+        return result
+
+    async def GenerateSpeech(self, request: pb.SpeechRequest, context: Ctx) -> pb.SpeechResponse:
+        entry, call = self._route(request.model, "speech", context)
+        result = await entry.provider.speech(request, call)
+        _report(context, call)
+        return result
+
+    async def GenerateImage(self, request: pb.ImageRequest, context: Ctx) -> pb.ImageResponse:
+        entry, call = self._route(request.model, "image", context)
+        result = await entry.provider.image(request, call)
+        _report(context, call)
+        return result
+
+    async def Translate(self, request: pb.TranslateRequest, context: Ctx) -> pb.TranslateResponse:
+        entry, call = self._route(request.model, "translation", context)
+        result = await entry.provider.translate(request, call)
+        _report(context, call)
+        return result
+
+    async def Predict(self, request: pb.PredictRequest, context: Ctx) -> pb.PredictResponse:
+        entry, call = self._route(request.model, "predict", context)
+        result = await entry.provider.predict(request, call)
+        _report(context, call)
+        return result

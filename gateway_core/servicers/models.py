@@ -1,0 +1,29 @@
+"""The Models servicer: what the gateway serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from gateway_core.registry import TASK_NAME, ModelRegistry
+from inference_gateway.v1 import inference_pb2 as pb
+from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
+
+
+class ModelsServicer(pb_grpc.ModelsServicer):
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListModelsResponse:
+        task = TASK_NAME.get(request.task)
+        return pb.ListModelsResponse(models=[
+            e.to_proto() for e in self.registry.entries() if task is None or e.serves(task)
+        ])
+
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.Model:
+        return self.registry.get(request.id).to_proto()

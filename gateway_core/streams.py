@@ -1,0 +1,148 @@
+"""Per-request stream state: upstream OpenAI-format chunks → typed chunks.
+
+The core's streams end with one message that carries usage and the finish reason, so the state holds
+back the chunk that finishes the last choice and sends it with the usage once the upstream is done.
+When the upstream reports no usage, completion tokens are counted as content-bearing chunks (servers
+stream one token per chunk) and the usage is flagged as estimated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway_core.errors import UpstreamError
+from inference_gateway.v1 import inference_pb2 as pb
+
+
+class ChatStreamState:
+    """Turns upstream ``chat.completion.chunk`` dicts into ChatChunk messages."""
+
+    __slots__ = ("content_chunks", "created", "fingerprint", "held", "id", "model",
+                 "prompt_tokens", "usage")
+
+    def __init__(self, model: str, prompt_tokens: int) -> None:
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.id = ""
+        self.created = 0
+        self.fingerprint = ""
+        self.content_chunks = 0
+        self.usage: pb.Usage | None = None
+        self.held: pb.ChatChunk | None = None
+
+    def feed(self, data: Any) -> pb.ChatChunk | None:
+        """One upstream chunk in; the chunk to forward now (None when held back or usage only)."""
+        try:
+            if not self.id:
+                self.id = str(data.get("id") or "")
+                self.created = int(data.get("created") or 0)
+                self.fingerprint = str(data.get("system_fingerprint") or "")
+            usage = data.get("usage")
+            if usage:
+                p = int(usage.get("prompt_tokens") or 0)
+                c = int(usage.get("completion_tokens") or 0)
+                self.usage = pb.Usage(
+                    prompt_tokens=p, completion_tokens=c,
+                    total_tokens=int(usage.get("total_tokens") or p + c),
+                )
+            raw = data.get("choices") or ()
+            if not raw:
+                return None
+            chunk = pb.ChatChunk(
+                id=self.id, created=self.created, model=self.model,
+                system_fingerprint=self.fingerprint,
+            )
+            finished = False
+            for c in raw:
+                delta = c.get("delta") or {}
+                content = delta.get("content") or ""
+                if content:
+                    self.content_chunks += 1
+                choice = chunk.choices.add(index=int(c.get("index") or 0))
+                choice.delta.role = delta.get("role") or ""
+                choice.delta.content = content
+                reason = c.get("finish_reason")
+                if reason:
+                    choice.finish_reason = reason
+                    finished = True
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise UpstreamError(
+                "upstream sent a stream chunk the gateway cannot read", kind="protocol"
+            ) from exc
+        if finished:
+            previous, self.held = self.held, chunk
+            return previous
+        return chunk
+
+    def final(self) -> pb.ChatChunk:
+        """The last message: the held finishing chunk (if any) with the usage."""
+        chunk = self.held or pb.ChatChunk(
+            id=self.id, created=self.created, model=self.model,
+            system_fingerprint=self.fingerprint,
+        )
+        chunk.usage.CopyFrom(self.usage or pb.Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.content_chunks,
+            total_tokens=self.prompt_tokens + self.content_chunks,
+            estimated=True,
+        ))
+        return chunk
+
+
+class CompletionStreamState:
+    """Turns upstream ``text_completion`` stream dicts into CompletionChunk messages."""
+
+    __slots__ = ("content_chunks", "created", "held", "id", "model", "prompt_tokens", "usage")
+
+    def __init__(self, model: str, prompt_tokens: int) -> None:
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.id = ""
+        self.created = 0
+        self.content_chunks = 0
+        self.usage: pb.Usage | None = None
+        self.held: pb.CompletionChunk | None = None
+
+    def feed(self, data: Any) -> pb.CompletionChunk | None:
+        try:
+            if not self.id:
+                self.id = str(data.get("id") or "")
+                self.created = int(data.get("created") or 0)
+            usage = data.get("usage")
+            if usage:
+                p = int(usage.get("prompt_tokens") or 0)
+                c = int(usage.get("completion_tokens") or 0)
+                self.usage = pb.Usage(
+                    prompt_tokens=p, completion_tokens=c,
+                    total_tokens=int(usage.get("total_tokens") or p + c),
+                )
+            raw = data.get("choices") or ()
+            if not raw:
+                return None
+            chunk = pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
+            finished = False
+            for c in raw:
+                text = c.get("text") or ""
+                if text:
+                    self.content_chunks += 1
+                reason = c.get("finish_reason") or ""
+                chunk.choices.add(index=int(c.get("index") or 0), text=text, finish_reason=reason)
+                finished = finished or bool(reason)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise UpstreamError(
+                "upstream sent a stream chunk the gateway cannot read", kind="protocol"
+            ) from exc
+        if finished:
+            previous, self.held = self.held, chunk
+            return previous
+        return chunk
+
+    def final(self) -> pb.CompletionChunk:
+        chunk = self.held or pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
+        chunk.usage.CopyFrom(self.usage or pb.Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.content_chunks,
+            total_tokens=self.prompt_tokens + self.content_chunks,
+            estimated=True,
+        ))
+        return chunk

@@ -1,0 +1,1 @@
+"""The HTTP edge: translates HTTP dialects into calls on the gRPC core."""
