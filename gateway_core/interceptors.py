@@ -16,7 +16,9 @@ from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
-from prometheus_client import Counter, Histogram
+from prometheus_client import disable_created_metrics, Counter, Histogram
+
+disable_created_metrics()  # no *_created series: half the exposition, no value
 
 from gateway_core.errors import REASON_KEY, GatewayError, UpstreamError
 

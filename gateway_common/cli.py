@@ -1,0 +1,191 @@
+"""The ``inference-gateway`` command: serve, core, edge, check-config (and tokens, see auth).
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or an invalid config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from gateway_common.config import ConfigError, GatewayConfig, load_config
+from gateway_common.defaults import default_config
+
+log = logging.getLogger("inference_gateway")
+
+EXIT_CONFIG = 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="YAML config file (default: embedded defaults)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--data-dir", help="where the embedded store lives (default ./data)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inference-gateway",
+        description="One governed front door for model servers: a gRPC core and an HTTP edge.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the core and the edge together")
+    _add_common(serve)
+    serve.add_argument("--http-port", type=int, help="HTTP port of the edge (default 8080)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port of the core (default 50051)")
+
+    core = sub.add_parser("core", help="run the gRPC core alone")
+    _add_common(core)
+    core.add_argument("--grpc-port", type=int, help="gRPC port (default 50051)")
+    core.add_argument("--metrics-port", type=int, help="serve the core's /metrics on this port")
+
+    edge = sub.add_parser("edge", help="run the HTTP edge alone, in front of a running core")
+    _add_common(edge)
+    edge.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
+    edge.add_argument("--core", metavar="HOST:PORT", help="address of the core")
+
+    check = sub.add_parser("check-config", help="validate a config file and say what is wrong")
+    check.add_argument("path", nargs="?", help="the YAML file (or use --config)")
+    check.add_argument("--config", dest="config_opt", metavar="PATH")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> GatewayConfig:
+    """The config file (or the embedded defaults) with command-line flags applied over it."""
+    config = load_config(args.config) if getattr(args, "config", None) else default_config()
+    listen = config.listen
+    changes: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "http_port", None) is not None:
+        changes["http_port"] = args.http_port
+    if getattr(args, "grpc_port", None) is not None:
+        changes["grpc_port"] = args.grpc_port
+    if getattr(args, "core", None):
+        changes["core_address"] = args.core
+    if getattr(args, "metrics_port", None) is not None:
+        changes["core_metrics_port"] = args.metrics_port
+    if changes:
+        config = dataclasses.replace(config, listen=dataclasses.replace(listen, **changes))
+    if getattr(args, "data_dir", None):
+        config = dataclasses.replace(
+            config, storage=dataclasses.replace(config.storage, data_dir=args.data_dir))
+    if getattr(args, "log_level", None):
+        config = dataclasses.replace(config, log_level=args.log_level)
+    from gateway_core.registry import validate_providers
+
+    validate_providers(config)
+    return config
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def _run_until_signalled(start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]) -> None:
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop_event.set)
+    stop = await start()
+    try:
+        await stop_event.wait()
+    finally:
+        log.info("shutting down")
+        await stop()
+
+
+async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
+    async def start() -> Callable[[], Awaitable[None]]:
+        stoppers: list[Callable[[], Awaitable[None]]] = []
+        if core:
+            from gateway_core.server import start_core
+
+            core_handle = await start_core(config)
+            stoppers.append(lambda: core_handle.stop(config.timeouts.shutdown_grace_seconds))
+            if config.listen.core_metrics_port and not edge:
+                from prometheus_client import start_http_server
+
+                start_http_server(config.listen.core_metrics_port, addr=config.listen.host)
+            print(f"gRPC core   {config.listen.host}:{core_handle.port}", flush=True)
+        if edge:
+            from http_edge.app import start_edge
+
+            edge_handle = await start_edge(config)
+            stoppers.insert(0, edge_handle.stop)  # the edge stops first, then the core
+            base = f"http://{config.listen.host}:{edge_handle.port}"
+            print(f"HTTP edge   {base}  (OpenAI base URL: {base}/v1)", flush=True)
+
+        async def stop() -> None:
+            for s in stoppers:
+                await s()
+
+        return stop
+
+    await _run_until_signalled(start)
+
+
+def _run(coro: Awaitable[None]) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def check_config(path: str | None) -> int:
+    if not path:
+        print("check-config: give the config file's path", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = load_config(path)
+        from gateway_core.registry import validate_providers
+
+        validate_providers(config)
+    except ConfigError as exc:
+        print(f"{path}: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: OK ({len(config.models)} models)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        return check_config(args.path or args.config_opt)
+    if args.command in ("serve", "core", "edge"):
+        try:
+            config = resolve_config(args)
+        except ConfigError as exc:
+            print(f"invalid config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        _setup_logging(config.log_level)
+        try:
+            _run(_serve(config, core=args.command != "edge", edge=args.command != "core"))
+        except OSError as exc:
+            print(f"cannot start: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    parser.print_help()
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The edge's app factory and runner.
+
+``create_app(config)`` builds the aiohttp application: middlewares in their order, the channel to
+the core opened and closed in ``cleanup_ctx``, the ops routes and every dialect's routes.
+``start_edge`` runs it with ``handler_cancellation=True``, so a client that goes away cancels its
+handler, its gRPC call and, through the core, the upstream request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from gateway_common.config import GatewayConfig
+from http_edge.core_client import CoreClient
+from http_edge.dialects import openai
+from http_edge.middlewares import context_middleware, error_middleware, metrics_middleware
+from http_edge.routing import add_routes, json_response
+from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
+
+log = logging.getLogger(__name__)
+
+OPS = Dialect("ops", openai.error_json, openai.stream_error)
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 when the core answers its health check as SERVING, 503 otherwise."""
+    core = request.app[CORE]
+    stub = health_pb2_grpc.HealthStub(core.channel)
+    try:
+        resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        serving = resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        serving = False
+    if serving:
+        return json_response({"status": "OK"})
+    return json_response({"status": "UNAVAILABLE", "detail": "the gateway core is not serving"},
+                         status=503)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest(REGISTRY))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+def create_app(config: GatewayConfig, core_address: str | None = None) -> web.Application:
+    """The edge application, talking to the core at ``core_address`` (default from config)."""
+    limit = max(config.limits.max_body_bytes, config.limits.max_upload_bytes)
+    app = web.Application(
+        middlewares=[context_middleware, metrics_middleware, error_middleware],
+        client_max_size=limit,
+    )
+    app[CONFIG] = config
+    app[ROUTE_DIALECTS] = {}
+
+    async def core_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = CoreClient(config, core_address)
+        app[CORE] = client
+        await client.start()
+        yield
+        await client.close()
+
+    app.cleanup_ctx.append(core_ctx)
+    add_routes(app, OPS, [("GET", "/health", health), ("GET", "/metrics", metrics_handler)])
+    openai.setup(app)
+    return app
+
+
+@dataclass
+class EdgeHandle:
+    runner: web.AppRunner
+    port: int
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_edge(
+    config: GatewayConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    core_address: str | None = None,
+) -> EdgeHandle:
+    """Start the edge; ``port=0`` picks a free port (see ``handle.port``)."""
+    app = create_app(config, core_address)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=config.timeouts.shutdown_grace_seconds,
+        access_log=None,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        host or config.listen.host,
+        config.listen.http_port if port is None else port,
+        shutdown_timeout=config.timeouts.shutdown_grace_seconds,
+        backlog=1024,
+    )
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else (port or config.listen.http_port)
+    log.info("edge listening on %s:%d", host or config.listen.host, bound)
+    return EdgeHandle(runner, bound)

@@ -1,0 +1,169 @@
+"""Reading and checking request bodies: bounded size, JSON parsed once, fields typed.
+
+Every problem is a 400 (or 413) that names the field and says what was expected. Explicit ``null``
+counts as absent (TGI clients and some SDKs send nulls for unset parameters).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from http_edge.errors import EdgeError
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The request's JSON body, bounded to ``limit`` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise EdgeError.http(413, f"the request body is {length} bytes; the limit is {limit}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise EdgeError.http(413, f"the request body is larger than the limit of {limit} bytes")\
+            from None
+    if len(raw) > limit:
+        raise EdgeError.http(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
+    if not raw.strip():
+        raise EdgeError.bad_request("the request body is empty; expected JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EdgeError.bad_request(f"the request body is not valid JSON: {exc}") from None
+
+
+async def read_object(request: web.Request, limit: int) -> dict[str, Any]:
+    data = await read_json(request, limit)
+    if not isinstance(data, dict):
+        raise EdgeError.bad_request(
+            f"the request body must be a JSON object; got {_json_type(data)}")
+    return data
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _shown(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Fields:
+    """Typed access to a JSON object's fields; errors name the field by its full path."""
+
+    __slots__ = ("data", "prefix")
+
+    def __init__(self, data: dict[str, Any], prefix: str = "") -> None:
+        self.data = data
+        self.prefix = prefix
+
+    def path(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def _bad(self, name: str, expected: str, value: Any) -> EdgeError:
+        return EdgeError.bad_request(
+            f"'{self.path(name)}' must be {expected}; got {_json_type(value)} {_shown(value)}"
+            if value is not None else f"'{self.path(name)}' must be {expected}",
+            param=self.path(name),
+        )
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def required(self, name: str) -> Any:
+        value = self.data.get(name)
+        if value is None:
+            raise EdgeError.bad_request(f"'{self.path(name)}' is required", param=self.path(name))
+        return value
+
+    def str(self, name: str, *, required: bool = False, default: str | None = None) -> str | None:
+        value = self.required(name) if required else self.data.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self._bad(name, "a string", value)
+        return value
+
+    def req_str(self, name: str) -> str:
+        value = self.str(name, required=True)
+        assert value is not None
+        return value
+
+    def float(self, name: str, lo: float | None = None, hi: float | None = None) -> float | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._bad(name, _range("a number", lo, hi), value)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise self._bad(name, _range("a number", lo, hi), value)
+        return float(value)
+
+    def int(self, name: str, lo: int | None = None, hi: int | None = None) -> int | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._bad(name, _range("an integer", lo, hi), value)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise self._bad(name, _range("an integer", lo, hi), value)
+        return value
+
+    def bool(self, name: str, default: bool | None = None) -> bool | None:
+        value = self.data.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._bad(name, "a boolean", value)
+        return value
+
+    def str_or_list(self, name: str) -> list[str] | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise self._bad(name, "a string or an array of strings", value)
+
+    def obj(self, name: str) -> Fields | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self._bad(name, "an object", value)
+        return Fields(value, f"{self.path(name)}.")
+
+    def list(self, name: str, *, required: bool = False) -> list[Any] | None:
+        value = self.required(name) if required else self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self._bad(name, "an array", value)
+        return value
+
+
+def _range(kind: str, lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f"{kind} between {lo:g} and {hi:g}"
+    if lo is not None:
+        return f"{kind} >= {lo:g}"
+    if hi is not None:
+        return f"{kind} <= {hi:g}"
+    return kind

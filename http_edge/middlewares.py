@@ -1,0 +1,121 @@
+"""Edge middlewares, one concern each; their order is set in ``app.py``:
+request context (id, dialect, start time) → metrics → errors → handler."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from grpc import aio
+
+from http_edge import metrics
+from http_edge.errors import HTTP_KINDS, EdgeError, from_rpc_error
+from http_edge.state import ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
+
+
+def dialect_of(request: web.Request) -> Dialect:
+    from http_edge.dialects.openai import OPENAI  # the default shape for unmatched routes
+
+    route = request.match_info.route
+    return request.app[ROUTE_DIALECTS].get(route, OPENAI)
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Stamps the request with its id (the caller's, when well formed), dialect and start time."""
+    request[STARTED] = time.perf_counter()
+    rid = request.headers.get("X-Request-Id", "")
+    if not _REQUEST_ID.match(rid):
+        rid = uuid.uuid4().hex
+    request[STATE] = RequestState(dialect=dialect_of(request).name, request_id=rid)
+    resp = await handler(request)
+    if not resp.prepared:
+        resp.headers["X-Request-Id"] = rid
+    return resp
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request[STATE]
+    if request.match_info.route.resource is None or state.dialect == "ops":
+        return await handler(request)
+    gauge = metrics.IN_FLIGHT.labels(state.dialect)
+    gauge.inc()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except BaseException:
+        status = 499  # cancelled: the client went away
+        raise
+    finally:
+        gauge.dec()
+        elapsed = time.perf_counter() - request[STARTED]
+        metrics.REQUESTS.labels(state.dialect, state.task, state.model, str(status)).inc()
+        metrics.REQUEST_DURATION.labels(state.dialect, state.task, state.model).observe(elapsed)
+        if state.ttft is not None:
+            metrics.TTFT.labels(state.dialect, state.model).observe(state.ttft)
+        if state.upstream_seconds is not None:
+            metrics.OVERHEAD.labels(state.dialect, state.task).observe(
+                max(0.0, elapsed - state.upstream_seconds))
+        if state.prompt_tokens:
+            metrics.PROMPT_TOKENS.labels(state.model).inc(state.prompt_tokens)
+        if state.completion_tokens:
+            metrics.COMPLETION_TOKENS.labels(state.model).inc(state.completion_tokens)
+        if status >= 400 or state.error_reason:
+            metrics.ERRORS.labels(state.dialect, state.error_reason or str(status)).inc()
+
+
+def error_response(request: web.Request, err: EdgeError) -> web.Response:
+    state = request[STATE]
+    state.error_reason = err.reason
+    dialect = dialect_of(request)
+    body = orjson.dumps(dialect.error_body(err, state.request_id))
+    resp = web.Response(status=err.status, body=body, content_type="application/json")
+    if not err.kind.retry:
+        resp.headers["x-should-retry"] = "false"
+    if err.status == 401:
+        resp.headers["WWW-Authenticate"] = "Bearer"
+    return resp
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes the dialect's error body with the status from the one table."""
+    try:
+        return await handler(request)
+    except EdgeError as err:
+        return error_response(request, err)
+    except aio.AioRpcError as exc:
+        return error_response(request, from_rpc_error(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = HTTP_KINDS.get(exc.status, HTTP_KINDS[400 if exc.status < 500 else 500])
+        message = {
+            404: f"no route for {request.method} {request.path[:200]}",
+            405: f"method {request.method} is not allowed here",
+            413: "the request body is larger than the gateway accepts",
+        }.get(exc.status, exc.reason)
+        err = EdgeError(kind, message)
+        resp = error_response(request, err)
+        resp.set_status(exc.status)
+        for name in ("Allow",):
+            if name in exc.headers:
+                resp.headers[name] = exc.headers[name]
+        return resp
+    except Exception:
+        log.exception("unhandled error (request id %s)", request[STATE].request_id)
+        return error_response(request, EdgeError(
+            HTTP_KINDS[500], f"internal error in the gateway (request id {request[STATE].request_id})"
+        ))

@@ -1,0 +1,114 @@
+"""Server-sent events, in one place: headers, ``data:`` frames, keepalive comments, and the relay
+that turns a gRPC server stream into an SSE response.
+
+The relay waits for the first message before answering, so that a call that fails at once gets a
+plain HTTP error with the right status; after that, a failure becomes the dialect's error event.
+A client that goes away (a failed write, or the handler cancelled by aiohttp) cancels the gRPC
+call, which cancels the upstream request in the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from aiohttp import web
+from grpc import aio
+
+from http_edge.core_client import upstream_seconds
+from http_edge.errors import EdgeError, from_rpc_error
+from http_edge.state import STARTED, STATE, Dialect
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+KEEPALIVE = b": keepalive\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+class StreamEncoder(Protocol):
+    """A dialect's per-request conversion of stream messages to SSE bytes."""
+
+    def encode(self, message: Any) -> bytes:
+        """The frames for one core message (may be empty)."""
+
+    def end(self) -> bytes:
+        """The frames that close a successful stream (e.g. ``data: [DONE]``)."""
+
+
+class _Keepalive:
+    """Writes a comment when the stream has been idle for ``interval`` seconds."""
+
+    def __init__(self, resp: web.StreamResponse, interval: float) -> None:
+        self.resp = resp
+        self.interval = interval
+        self.last = time.monotonic()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                await asyncio.sleep(self.interval)
+                if time.monotonic() - self.last >= self.interval:
+                    await self.resp.write(KEEPALIVE)
+                    self.last = time.monotonic()
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def relay(
+    request: web.Request,
+    call: aio.UnaryStreamCall[Any, Any],
+    encoder: StreamEncoder,
+    dialect: Dialect,
+    *,
+    keepalive_seconds: float = 15.0,
+) -> web.StreamResponse:
+    state = request[STATE]
+    messages: AsyncIterator[Any] = call.__aiter__()
+    try:
+        try:
+            first: Any = await messages.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+        resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        resp.headers["X-Request-Id"] = state.request_id
+        await resp.prepare(request)
+        keepalive = _Keepalive(resp, keepalive_seconds)
+        try:
+            if first is not None:
+                await resp.write(encoder.encode(first))
+                state.ttft = time.perf_counter() - request[STARTED]
+                keepalive.last = time.monotonic()
+                async for message in messages:
+                    await resp.write(encoder.encode(message))
+                    keepalive.last = time.monotonic()
+            tail = encoder.end()
+        except aio.AioRpcError as exc:
+            err: EdgeError = from_rpc_error(exc)
+            state.error_reason = err.reason
+            tail = dialect.stream_error(err, state.request_id)
+        finally:
+            keepalive.stop()
+        await resp.write(tail)
+        await resp.write_eof()
+        if state.error_reason is None:
+            state.upstream_seconds = upstream_seconds(await call.trailing_metadata())
+        return resp
+    finally:
+        # Reached early when the client left (a failed write or a cancelled handler).
+        if not call.done():
+            call.cancel()

@@ -1,0 +1,50 @@
+"""Typed app and request state: the keys every edge module shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway_common.config import GatewayConfig
+
+if TYPE_CHECKING:
+    from http_edge.core_client import CoreClient
+    from http_edge.errors import EdgeError
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one HTTP dialect shapes its errors (in a body, and as a mid-stream SSE event)."""
+
+    name: str
+    # (error, request id) → JSON-able body.
+    error_body: Callable[[EdgeError, str], Any]
+    # (error, request id) → the bytes of the SSE frames that end a failed stream.
+    stream_error: Callable[[EdgeError, str], bytes]
+
+
+@dataclass(slots=True)
+class RequestState:
+    """What a request's handler learns, for the metrics middleware to record."""
+
+    dialect: str
+    request_id: str
+    task: str = "-"
+    model: str = "-"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # Seconds the core reported waiting on the upstream (None when unknown).
+    upstream_seconds: float | None = None
+    # Seconds from the request's arrival to the first streamed token.
+    ttft: float | None = None
+    error_reason: str | None = None
+
+
+CONFIG = web.AppKey("config", GatewayConfig)
+CORE = web.AppKey("core", "CoreClient")
+ROUTE_DIALECTS = web.AppKey("route_dialects", dict[Any, Dialect])
+STATE = web.RequestKey("igw_state", RequestState)
+STARTED = web.RequestKey("igw_started", float)
