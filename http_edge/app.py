@@ -102,7 +102,6 @@ async def start_edge(
         runner,
         host or config.listen.host,
         config.listen.http_port if port is None else port,
-        shutdown_timeout=config.timeouts.shutdown_grace_seconds,
         backlog=1024,
     )
     await site.start()

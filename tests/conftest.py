@@ -1,0 +1,118 @@
+"""Shared fixtures: a fake upstream and the real core and edge, all on loopback ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gateway_common.config import GatewayConfig, parse_config
+from gateway_core.server import CoreHandle, start_core
+from http_edge.app import EdgeHandle, start_edge
+from tests.fakes.openai_upstream import FakeOpenAI
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening on it (connection refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def fake_models(upstream_url: str) -> list[dict[str, Any]]:
+    """Gateway models routed to the fake upstream, one per behaviour it has."""
+    behaviours = {
+        "fake-chat": "llama",
+        "fake-nousage": "no-usage",
+        "fake-slow": "slow",
+        "fake-slowstream": "slow-stream",
+        "fake-500": "error-500",
+        "fake-garbage": "garbage",
+        "fake-badshape": "bad-shape",
+        "fake-400": "error-400",
+        "fake-miderror": "mid-error",
+        "fake-endless": "endless",
+    }
+    models: list[dict[str, Any]] = [
+        {"id": gid, "task": "chat", "provider": "openai", "upstream_url": upstream_url,
+         "upstream_model": up}
+        for gid, up in behaviours.items()
+    ]
+    models.append({"id": "fake-refused", "task": "chat", "provider": "openai",
+                   "upstream_url": f"http://127.0.0.1:{closed_port()}/v1"})
+    models.append({"id": "mock-chat", "task": "chat", "provider": "mock"})
+    models.append({"id": "mock-embedding", "task": "embedding", "provider": "mock"})
+    return models
+
+
+def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "auth": {"enabled": False},
+        "models": fake_models(upstream_url),
+    }
+    data.update(overrides)
+    return data
+
+
+@dataclass
+class Gateway:
+    """A running core and edge."""
+
+    core: CoreHandle
+    edge: EdgeHandle
+    config: GatewayConfig
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.edge.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.core.port}"
+
+    async def stop(self) -> None:
+        await self.edge.stop()
+        await self.core.stop(0)
+
+
+async def start_gateway(config: GatewayConfig) -> Gateway:
+    core = await start_core(config, host="127.0.0.1", port=0)
+    edge = await start_edge(config, host="127.0.0.1", port=0,
+                            core_address=f"127.0.0.1:{core.port}")
+    return Gateway(core, edge, config)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    fake = await FakeOpenAI().start()
+    yield fake
+    await fake.stop()
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+    """Start gateways from config data (a dict as in YAML); all are stopped after the test."""
+    started: list[Gateway] = []
+
+    async def factory(data: dict[str, Any]) -> Gateway:
+        gw = await start_gateway(parse_config(data))
+        started.append(gw)
+        return gw
+
+    yield factory
+    for gw in started:
+        await gw.stop()
+
+
+@pytest.fixture
+async def gateway(upstream: FakeOpenAI, gateway_factory: GatewayFactory) -> Gateway:
+    """The gateway in front of the fake upstream, with every fake behaviour as a model."""
+    return await gateway_factory(base_config(upstream.base_url))

@@ -1,0 +1,218 @@
+"""A fake OpenAI-compatible model server (vLLM-like) on loopback, for integration tests and
+benchmarks.
+
+It speaks the real wire format, streaming included (the SSE frames are vLLM's, recorded), and its
+behaviour is chosen by the request's ``model`` field:
+
+- any name: a normal answer (``REPLY`` split into tokens); usage reported
+- ``no-usage``: like normal, but no usage anywhere (llama.cpp ignores ``stream_options``)
+- ``slow``: waits ``slow_seconds`` before answering (or between stream chunks with ``slow-stream``)
+- ``error-500``: HTTP 500 with a Python traceback as text, as llama.cpp does
+- ``garbage``: HTTP 200 with a body that is not JSON
+- ``bad-shape``: HTTP 200 JSON without ``choices``
+- ``error-400``: HTTP 400 with OpenAI's error body
+- ``mid-error``: a stream that sends two chunks and then an ``{"error": ...}`` event
+- ``endless``: a stream that never ends (one token every 10 ms) until the client goes away
+
+Everything it received is kept in ``requests``; ``disconnected`` is set when a client goes away
+before its stream ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+REPLY = "Deep learning is a branch of machine learning based on neural networks ."
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeOpenAI:
+    slow_seconds: float = 2.0
+    token_delay: float = 0.0
+    requests: list[Received] = field(default_factory=list)
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    streams_finished: int = 0
+    runner: web.AppRunner | None = None
+    port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        return app
+
+    async def start(self) -> FakeOpenAI:
+        self.runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> dict[str, Any]:
+        body = orjson.loads(await request.read())
+        self.requests.append(Received(request.path, dict(request.headers), body))
+        return body  # type: ignore[no-any-return]
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": "llama", "object": "model", "created": 0, "owned_by": "vllm"}]})
+
+    async def _special(self, model: str) -> web.Response | None:
+        if model == "error-500":
+            return web.Response(status=500, text=(
+                "Traceback (most recent call last):\n  File \"server.py\", line 1\n"
+                "ValueError: secret internal detail"))
+        if model == "garbage":
+            return web.Response(status=200, text="<html>this is not json</html>",
+                                content_type="text/html")
+        if model == "bad-shape":
+            return web.json_response({"id": "x", "object": "chat.completion"})
+        if model == "error-400":
+            return web.json_response({"error": {
+                "message": "max_tokens is too large", "type": "BadRequestError", "param": None,
+                "code": 400}}, status=400)
+        if model == "slow":
+            try:
+                await asyncio.sleep(self.slow_seconds)
+            except asyncio.CancelledError:
+                self.disconnected.set()
+                raise
+        return None
+
+    def _tokens(self, body: dict[str, Any]) -> tuple[list[str], str]:
+        words = REPLY.split(" ")
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and limit < len(words):
+            return words[:limit], "length"
+        return words, "stop"
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._receive(request)
+        model = body.get("model", "")
+        special = await self._special(model)
+        if special is not None:
+            return special
+        words, reason = self._tokens(body)
+        if body.get("stream"):
+            return await self._stream_chat(request, body, words, reason)
+        text = " ".join(words)
+        resp: dict[str, Any] = {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "message": {"role": "assistant",
+                                                                 "content": text},
+                                         "logprobs": None, "finish_reason": reason}],
+        }
+        if model != "no-usage":
+            resp["usage"] = {"prompt_tokens": 12, "completion_tokens": len(words),
+                             "total_tokens": 12 + len(words)}
+        return web.json_response(resp)
+
+    async def _stream_chat(self, request: web.Request, body: dict[str, Any], words: list[str],
+                           reason: str) -> web.StreamResponse:
+        model = body["model"]
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            return b"data: " + orjson.dumps({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                             "finish_reason": finish}],
+            }) + b"\n\n"
+
+        try:
+            await resp.write(chunk({"role": "assistant", "content": ""}, None))
+            i = 0
+            while True:
+                if model == "endless":
+                    word = f"tok{i}"
+                elif i < len(words):
+                    word = words[i]
+                else:
+                    break
+                if model == "mid-error" and i == 2:
+                    await resp.write(b'data: {"error": {"message": "CUDA out of memory", '
+                                     b'"type": "InternalServerError", "code": 500}}\n\n')
+                    return resp
+                delay = 0.01 if model == "endless" else (
+                    self.slow_seconds if model == "slow-stream" else self.token_delay)
+                if delay:
+                    await asyncio.sleep(delay)
+                await resp.write(chunk({"content": word if i == 0 else " " + word}, None))
+                i += 1
+            await resp.write(chunk({}, reason))
+            opts = body.get("stream_options") or {}
+            if opts.get("include_usage") and model != "no-usage":
+                await resp.write(b"data: " + orjson.dumps({
+                    "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                    "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": len(words),
+                              "total_tokens": 12 + len(words)}}) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            self.streams_finished += 1
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnected.set()
+            raise
+        return resp
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._receive(request)
+        model = body.get("model", "")
+        special = await self._special(model)
+        if special is not None:
+            return special
+        words, reason = self._tokens(body)
+        if not body.get("stream"):
+            resp: dict[str, Any] = {
+                "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "text": " ".join(words), "logprobs": None,
+                             "finish_reason": reason}],
+            }
+            if model != "no-usage":
+                resp["usage"] = {"prompt_tokens": 5, "completion_tokens": len(words),
+                                 "total_tokens": 5 + len(words)}
+            return web.json_response(resp)
+        resp_s = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp_s.prepare(request)
+        try:
+            for i, word in enumerate(words):
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+                last = i == len(words) - 1
+                await resp_s.write(b"data: " + orjson.dumps({
+                    "id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "text": word if i == 0 else " " + word,
+                                 "logprobs": None, "finish_reason": reason if last else None}],
+                }) + b"\n\n")
+            await resp_s.write(b"data: [DONE]\n\n")
+            await resp_s.write_eof()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnected.set()
+            raise
+        return resp_s
