@@ -222,7 +222,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(path, f"must be a mapping; got {type(value).__name__}")
-        key_tp, val_tp = typing.get_args(tp)
+        _key_tp, val_tp = typing.get_args(tp)
         return {str(k): _convert(val_tp, v, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return load_dataclass(tp, value, path)  # type: ignore[arg-type]

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 
 from gateway_common.config import ConfigError, GatewayConfig, ModelConfig
 from gateway_core.errors import ModelNotFound, TaskMismatch
-from gateway_core.providers.base import Provider, SessionPool, build_options, provider_class, \
-    provider_names
+from gateway_core.providers.base import (
+    Provider,
+    SessionPool,
+    build_options,
+    provider_class,
+    provider_names,
+)
 from inference_gateway.v1 import inference_pb2 as pb
 
-TASK_ENUM: dict[str, pb.Task.ValueType] = {
+TASK_ENUM: dict[str, pb.Task] = {
     "chat": pb.TASK_CHAT,
     "completion": pb.TASK_COMPLETION,
     "embedding": pb.TASK_EMBEDDING,

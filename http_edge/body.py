@@ -6,6 +6,7 @@ counts as absent (TGI clients and some SDKs send nulls for unset parameters).
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import orjson
@@ -66,30 +67,33 @@ class Fields:
 
     __slots__ = ("data", "prefix")
 
-    def __init__(self, data: dict[str, Any], prefix: str = "") -> None:
+    def __init__(self, data: dict[builtins.str, Any], prefix: builtins.str = "") -> None:
         self.data = data
         self.prefix = prefix
 
-    def path(self, name: str) -> str:
+    def path(self, name: builtins.str) -> builtins.str:
         return f"{self.prefix}{name}"
 
-    def _bad(self, name: str, expected: str, value: Any) -> EdgeError:
+    def _bad(self, name: builtins.str, expected: builtins.str, value: Any) -> EdgeError:
         return EdgeError.bad_request(
             f"'{self.path(name)}' must be {expected}; got {_json_type(value)} {_shown(value)}"
             if value is not None else f"'{self.path(name)}' must be {expected}",
             param=self.path(name),
         )
 
-    def get(self, name: str) -> Any:
+    def get(self, name: builtins.str) -> Any:
         return self.data.get(name)
 
-    def required(self, name: str) -> Any:
+    def required(self, name: builtins.str) -> Any:
         value = self.data.get(name)
         if value is None:
             raise EdgeError.bad_request(f"'{self.path(name)}' is required", param=self.path(name))
         return value
 
-    def str(self, name: str, *, required: bool = False, default: str | None = None) -> str | None:
+    def str(
+        self, name: builtins.str, *, required: builtins.bool = False,
+        default: builtins.str | None = None,
+    ) -> builtins.str | None:
         value = self.required(name) if required else self.data.get(name)
         if value is None:
             return default
@@ -97,12 +101,14 @@ class Fields:
             raise self._bad(name, "a string", value)
         return value
 
-    def req_str(self, name: str) -> str:
+    def req_str(self, name: builtins.str) -> builtins.str:
         value = self.str(name, required=True)
         assert value is not None
         return value
 
-    def float(self, name: str, lo: float | None = None, hi: float | None = None) -> float | None:
+    def float(
+        self, name: builtins.str, lo: builtins.float | None = None, hi: builtins.float | None = None
+    ) -> builtins.float | None:
         value = self.data.get(name)
         if value is None:
             return None
@@ -112,7 +118,9 @@ class Fields:
             raise self._bad(name, _range("a number", lo, hi), value)
         return float(value)
 
-    def int(self, name: str, lo: int | None = None, hi: int | None = None) -> int | None:
+    def int(
+        self, name: builtins.str, lo: builtins.int | None = None, hi: builtins.int | None = None
+    ) -> builtins.int | None:
         value = self.data.get(name)
         if value is None:
             return None
@@ -124,7 +132,7 @@ class Fields:
             raise self._bad(name, _range("an integer", lo, hi), value)
         return value
 
-    def bool(self, name: str, default: bool | None = None) -> bool | None:
+    def bool(self, name: builtins.str, default: builtins.bool | None = None) -> builtins.bool | None:
         value = self.data.get(name)
         if value is None:
             return default
@@ -132,7 +140,7 @@ class Fields:
             raise self._bad(name, "a boolean", value)
         return value
 
-    def str_or_list(self, name: str) -> list[str] | None:
+    def str_or_list(self, name: builtins.str) -> builtins.list[builtins.str] | None:
         value = self.data.get(name)
         if value is None:
             return None
@@ -142,7 +150,7 @@ class Fields:
             return value
         raise self._bad(name, "a string or an array of strings", value)
 
-    def obj(self, name: str) -> Fields | None:
+    def obj(self, name: builtins.str) -> Fields | None:
         value = self.data.get(name)
         if value is None:
             return None
@@ -150,7 +158,7 @@ class Fields:
             raise self._bad(name, "an object", value)
         return Fields(value, f"{self.path(name)}.")
 
-    def list(self, name: str, *, required: bool = False) -> list[Any] | None:
+    def list(self, name: builtins.str, *, required: builtins.bool = False) -> builtins.list[Any] | None:
         value = self.required(name) if required else self.data.get(name)
         if value is None:
             return None

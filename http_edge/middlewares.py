@@ -107,8 +107,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             405: f"method {request.method} is not allowed here",
             413: "the request body is larger than the gateway accepts",
         }.get(exc.status, exc.reason)
-        err = EdgeError(kind, message)
-        resp = error_response(request, err)
+        resp = error_response(request, EdgeError(kind, message))
         resp.set_status(exc.status)
         for name in ("Allow",):
             if name in exc.headers:
@@ -116,6 +115,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return resp
     except Exception:
         log.exception("unhandled error (request id %s)", request[STATE].request_id)
+        rid = request[STATE].request_id
         return error_response(request, EdgeError(
-            HTTP_KINDS[500], f"internal error in the gateway (request id {request[STATE].request_id})"
-        ))
+            HTTP_KINDS[500], f"internal error in the gateway (request id {rid})"))

@@ -44,7 +44,7 @@ class RequestState:
 
 
 CONFIG = web.AppKey("config", GatewayConfig)
-CORE = web.AppKey("core", "CoreClient")
+CORE: web.AppKey[CoreClient] = web.AppKey("core")
 ROUTE_DIALECTS = web.AppKey("route_dialects", dict[Any, Dialect])
 STATE = web.RequestKey("igw_state", RequestState)
 STARTED = web.RequestKey("igw_started", float)

@@ -34,7 +34,7 @@ def make_call(context: Ctx, entry: ModelEntry) -> Call:
         elif key == DEFAULT_DEADLINE_KEY:
             fallback = True
     current_request_id.set(request_id)
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()  # None: the caller set no deadline
     if remaining is None:
         budget = entry.timeout
     elif fallback:
@@ -67,7 +67,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         _report(context, call)
         return result
 
-    async def ChatStream(  # type: ignore[override]
+    async def ChatStream(
         self, request: pb.ChatRequest, context: Ctx
     ) -> AsyncIterator[pb.ChatChunk]:
         entry, call = self._route(request.model, "chat", context)
@@ -83,7 +83,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         _report(context, call)
         return result
 
-    async def CompleteStream(  # type: ignore[override]
+    async def CompleteStream(
         self, request: pb.CompletionRequest, context: Ctx
     ) -> AsyncIterator[pb.CompletionChunk]:
         entry, call = self._route(request.model, "completion", context)
@@ -123,7 +123,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         _report(context, call)
         return result
 
-    async def TranscribeStream(  # type: ignore[override]
+    async def TranscribeStream(
         self, request_iterator: AsyncIterator[pb.TranscribeChunk], context: Ctx
     ) -> pb.TranscribeResponse:
         header: pb.TranscribeRequest | None = None

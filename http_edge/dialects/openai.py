@@ -33,7 +33,6 @@ OPENAI = Dialect("openai", error_json, stream_error)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    core, state = request.app[CORE], request[STATE]
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req, opts = wire.chat_request(body)
     return await serve_chat(request, req, opts, OPENAI)
