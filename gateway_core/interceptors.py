@@ -8,6 +8,7 @@ once per method and cached: no per-request allocation beyond the call itself.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,7 +54,8 @@ class BehaviorInterceptor(aio.ServerInterceptor):
         self._cache: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def applies_to(self, method: str) -> bool:
-        return True
+        """Our own services only: health and reflection are served as they are."""
+        return method.startswith("/inference_gateway.")
 
     async def intercept_service(
         self,
@@ -81,7 +83,7 @@ class BehaviorInterceptor(aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, h.request_deserializer, h.response_serializer)
-        if h.unary_stream is not None:
+        if h.unary_stream is not None and inspect.isasyncgenfunction(h.unary_stream):
             inner_s: StreamBehavior = h.unary_stream  # type: ignore[assignment]
 
             # grpc.aio asks for an async generator function here, not a function returning one.

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 REPLY = "Deep learning is a branch of machine learning based on neural networks ."
 
@@ -34,7 +35,7 @@ REPLY = "Deep learning is a branch of machine learning based on neural networks 
 @dataclass
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
     body: Any
 
 
@@ -73,7 +74,7 @@ class FakeOpenAI:
 
     async def _receive(self, request: web.Request) -> dict[str, Any]:
         body = orjson.loads(await request.read())
-        self.requests.append(Received(request.path, dict(request.headers), body))
+        self.requests.append(Received(request.path, CIMultiDict(request.headers), body))
         return body  # type: ignore[no-any-return]
 
     async def models(self, request: web.Request) -> web.Response:
