@@ -193,5 +193,5 @@ async def test_reflection_v1(gateway: Gateway) -> None:
         await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
         resp = await call.read()
         await call.done_writing()
-        names = [s.name for s in resp.list_services_response.service]  # type: ignore[union-attr]
+        names = [s.name for s in resp.list_services_response.service]  # type: ignore[attr-defined]
         assert "inference_gateway.v1.Inference" in names
