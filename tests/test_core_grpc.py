@@ -160,7 +160,7 @@ async def test_health_check_and_watch(gateway: Gateway) -> None:
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=2)
         first = await watch.read()
-        assert first.status == health_pb2.HealthCheckResponse.SERVING  # type: ignore[union-attr]
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
         watch.cancel()
 
 
