@@ -1,0 +1,238 @@
+"""The edge over raw HTTP: bad input, SSE framing, request ids, disconnects, metrics, health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Gateway, GatewayFactory, base_config
+from tests.fakes.openai_upstream import REPLY, FakeOpenAI
+
+CHAT = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def post(gw: Gateway, path: str, body: Any = None, *, data: bytes | None = None,
+               headers: dict[str, str] | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with aiohttp.ClientSession() as s, s.post(
+        f"{gw.http}{path}", json=body if data is None else None, data=data, headers=headers
+    ) as r:
+        payload = await r.json(content_type=None)
+        return r.status, payload, r
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ({"model": "fake-chat", "messages": "hi"}, "messages", "must be an array"),
+        ({"model": "fake-chat"}, "messages", "'messages' is required"),
+        ({"model": "fake-chat", "messages": []}, "messages", "at least one"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model", "'model' is required"),
+        ({**CHAT, "temperature": "hot"}, "temperature", "'temperature' must be a number"),
+        ({**CHAT, "temperature": 7}, "temperature", "between 0 and 2"),
+        ({**CHAT, "max_tokens": 1.5}, "max_tokens", "must be an integer"),
+        ({**CHAT, "stream": "yes"}, "stream", "must be a boolean"),
+        ({"model": "fake-chat", "messages": [{"role": "wizard", "content": "x"}]},
+         "messages[0].role", "must be one of"),
+        ({"model": "fake-chat", "messages": [{"role": "user", "content": 5}]},
+         "messages[0].content", "must be a string or an array"),
+        ({**CHAT, "stream_options": {"include_usage": "x"}}, "stream_options.include_usage",
+         "must be a boolean"),
+    ],
+)
+async def test_bad_fields_are_400_naming_the_field(
+    gateway: Gateway, body: dict[str, Any], param: str, fragment: str
+) -> None:
+    status, payload, _ = await post(gateway, "/v1/chat/completions", body)
+    assert status == 400
+    assert payload["error"]["param"] == param
+    assert fragment in payload["error"]["message"]
+    assert payload["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [(b"{not json", "not valid JSON"), (b"", "empty"), (b"[1, 2]", "must be a JSON object")],
+)
+async def test_malformed_bodies_are_400(gateway: Gateway, data: bytes, fragment: str) -> None:
+    status, payload, _ = await post(gateway, "/v1/chat/completions", data=data,
+                                    headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert fragment in payload["error"]["message"]
+
+
+async def test_body_over_the_limit_is_413(upstream: FakeOpenAI,
+                                          gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory(base_config(upstream.base_url, limits={"max_body_bytes": 2048}))
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 4096}]}
+    status, payload, _ = await post(gw, "/v1/chat/completions", big)
+    assert status == 413
+    assert "limit" in payload["error"]["message"]
+    assert not upstream.requests
+
+
+async def test_unknown_route_and_method(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{gateway.http}/v1/nothing/here") as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["type"] == "not_found_error"
+        async with s.get(f"{gateway.http}/v1/chat/completions") as r:
+            assert r.status == 405
+            assert "not allowed" in (await r.json())["error"]["message"]
+
+
+async def test_request_id_echoed_and_carried_upstream(gateway: Gateway,
+                                                      upstream: FakeOpenAI) -> None:
+    status, _, resp = await post(gateway, "/v1/chat/completions", CHAT,
+                                 headers={"X-Request-Id": "abc-123"})
+    assert status == 200
+    assert resp.headers["X-Request-Id"] == "abc-123"
+    assert upstream.requests[-1].headers["X-Request-Id"] == "abc-123"
+    status, _, resp = await post(gateway, "/v1/chat/completions", CHAT)
+    generated = resp.headers["X-Request-Id"]
+    assert len(generated) == 32
+    assert upstream.requests[-1].headers["X-Request-Id"] == generated
+    # A malformed id is replaced, not passed on.
+    _, _, resp = await post(gateway, "/v1/chat/completions", CHAT,
+                            headers={"X-Request-Id": "bad id\twith spaces"})
+    assert resp.headers["X-Request-Id"] != "bad id\twith spaces"
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan", "inf"])
+async def test_bad_timeout_header_is_400(gateway: Gateway, value: str) -> None:
+    status, payload, _ = await post(gateway, "/v1/chat/completions", CHAT,
+                                    headers={"OICM-Request-Timeout": value})
+    assert status == 400
+    assert payload["error"]["param"] == "OICM-Request-Timeout"
+
+
+async def test_sse_framing_is_exact(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as s, s.post(
+        f"{gateway.http}/v1/chat/completions", json={**CHAT, "stream": True}
+    ) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert r.headers["Cache-Control"] == "no-cache"
+        assert r.headers["X-Accel-Buffering"] == "no"
+        raw = (await r.read()).decode()
+    events = raw.split("\n\n")
+    assert events[-1] == "" and events[-2] == "data: [DONE]"
+    import json
+
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]
+    assert all(e.startswith("data: ") for e in events[:-1])
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == REPLY
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "usage" not in chunks[-1]  # not asked for
+
+
+async def test_chunks_are_forwarded_as_they_arrive(gateway: Gateway,
+                                                   upstream: FakeOpenAI) -> None:
+    upstream.token_delay = 0.05
+    arrivals: list[float] = []
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as s, s.post(
+        f"{gateway.http}/v1/chat/completions", json={**CHAT, "stream": True}
+    ) as r:
+        async for line in r.content:
+            if line.startswith(b"data: {"):
+                arrivals.append(time.monotonic() - started)
+    # 13 tokens 50 ms apart: the first arrives long before the last.
+    assert len(arrivals) >= 13
+    assert arrivals[-1] - arrivals[1] > 0.4
+    gaps = [b - a for a, b in zip(arrivals[1:-2], arrivals[2:-1], strict=True)]
+    assert max(gaps) < 0.5 and sorted(gaps)[len(gaps) // 2] > 0.02
+
+
+async def test_client_disconnect_mid_stream_closes_the_upstream(
+    gateway: Gateway, upstream: FakeOpenAI
+) -> None:
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"{gateway.http}/v1/chat/completions",
+                         json={**CHAT, "model": "fake-endless", "stream": True})
+        seen = 0
+        async for line in r.content:
+            if line.startswith(b"data: {"):
+                seen += 1
+                if seen == 5:
+                    break
+        r.close()  # the client goes away mid-stream
+    await asyncio.wait_for(upstream.disconnected.wait(), 3)
+    assert upstream.streams_finished == 0
+
+
+async def test_stream_failing_before_first_token_is_a_plain_error(gateway: Gateway) -> None:
+    status, payload, resp = await post(gateway, "/v1/chat/completions",
+                                       {**CHAT, "model": "fake-500", "stream": True})
+    assert status == 502
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert "HTTP 500" in payload["error"]["message"]
+
+
+async def test_upstream_timeout_through_the_edge_is_504(gateway: Gateway) -> None:
+    status, payload, resp = await post(gateway, "/v1/chat/completions",
+                                       {**CHAT, "model": "fake-slow"},
+                                       headers={"OICM-Request-Timeout": "0.4"})
+    assert status == 504
+    assert payload["error"]["type"] == "timeout_error"
+    assert resp.headers["x-should-retry"] == "false"
+
+
+async def test_deadline_mid_stream_ends_with_an_error_event(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as s, s.post(
+        f"{gateway.http}/v1/chat/completions",
+        json={**CHAT, "model": "fake-slowstream", "stream": True},
+        headers={"OICM-Request-Timeout": "0.4"},
+    ) as r:
+        assert r.status == 200
+        events = (await r.read()).decode().split("\n\n")
+    assert events[-2] == "data: [DONE]"
+    assert '"type":"timeout_error"' in events[-3]
+
+
+async def test_metrics_exposition(gateway: Gateway) -> None:
+    await post(gateway, "/v1/chat/completions", CHAT)
+    await post(gateway, "/v1/chat/completions", {**CHAT, "model": "made-up-model-name"})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{gateway.http}/v1/chat/completions",
+                          json={**CHAT, "stream": True}) as r:
+            await r.read()
+        async with s.get(f"{gateway.http}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = families["gateway_requests"].samples
+    labels = [s.labels for s in requests if s.name == "gateway_requests_total"]
+    assert {"dialect": "openai", "task": "chat", "model": "fake-chat", "code": "200"} in labels
+    assert {"dialect": "openai", "task": "chat", "model": "unknown", "code": "404"} in labels
+    assert "made-up-model-name" not in text  # labels are bounded
+    ttft = [s for s in families["gateway_time_to_first_token_seconds"].samples
+            if s.name.endswith("_count") and s.labels["model"] == "fake-chat"]
+    assert ttft and ttft[0].value >= 1
+    overhead = [s for s in families["gateway_overhead_seconds"].samples
+                if s.name.endswith("_count")]
+    assert overhead and sum(s.value for s in overhead) >= 2
+    for name in ("gateway_prompt_tokens", "gateway_completion_tokens",
+                 "gateway_requests_in_flight", "gateway_request_duration_seconds",
+                 "gateway_request_errors", "gateway_upstream_errors"):
+        assert name in families, name
+
+
+async def test_health_follows_the_core(upstream: FakeOpenAI,
+                                       gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory(base_config(upstream.base_url))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{gw.http}/health") as r:
+            assert r.status == 200
+        await gw.core.stop(0)
+        async with s.get(f"{gw.http}/health") as r:
+            assert r.status == 503
+        async with s.post(f"{gw.http}/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 503
+            assert "unavailable" in (await r.json())["error"]["message"]
