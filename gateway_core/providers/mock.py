@@ -2,6 +2,9 @@
 
 It lets a new user try every route at once and serves the benchmarks. Text answers echo the last
 user message in a fixed frame, one word per token, streamed with a configurable delay per token.
+The other tasks answer shape-correct, deterministic outputs: unit vectors from the text's hash,
+rerank scores from word overlap, label scores from a hash, a WAV tone, a solid-colour PNG, a tagged
+translation, and a weighted row sum checked against an MLflow signature (see ``mock_media``).
 """
 
 from __future__ import annotations
@@ -10,10 +13,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from google.protobuf import struct_pb2
+
+from gateway_common.config import ConfigError, ModelConfig
+from gateway_core import predict_schema, speech_fields
+from gateway_core.errors import InvalidRequest
+from gateway_core.providers import mock_media as media
 from gateway_core.providers import openai_wire as wire
-from gateway_core.providers.base import Call, Provider, register
+from gateway_core.providers.base import Call, Provider, SessionPool, register
 from gateway_core.tokens import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
@@ -26,12 +36,36 @@ class MockOptions:
     reply: str | None = None
     # Longest reply in tokens when the request sets no max_tokens.
     max_tokens: int = 64
+    # Length of embedding vectors (a request may ask for fewer with `dimensions`).
+    embedding_dimensions: int = 384
+    # The classifier's labels.
+    labels: list[str] = field(default_factory=lambda: ["positive", "neutral", "negative"])
+    # The text-to-speech model's fields (what generate-speech/schema answers).
+    speech_fields: list[dict[str, Any]] = field(
+        default_factory=lambda: list(speech_fields.DEFAULT_FIELDS))
+    # The classical-ML model's MLflow signature; the default takes rows of numbers.
+    signature: dict[str, Any] = field(default_factory=lambda: {
+        "inputs": [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, -1]}}],
+        "outputs": [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1]}}],
+    })
+    # Target language of translations when the request names none.
+    target_language: str = "fr"
 
 
 @register("mock")
 class MockProvider(Provider):
     Options = MockOptions
     options: MockOptions
+
+    def __init__(self, model: ModelConfig, options: MockOptions, sessions: SessionPool) -> None:
+        super().__init__(model, options, sessions)
+        try:
+            self.fields = speech_fields.parse_fields(options.speech_fields, "speech_fields")
+            self.signature = predict_schema.parse_signature(options.signature)
+        except ValueError as exc:
+            raise ConfigError(f"models.{model.id}.options", str(exc)) from None
+        if not options.labels:
+            raise ConfigError(f"models.{model.id}.options.labels", "must name at least one label")
 
     def _words(self, prompt: str, max_tokens: int | None) -> tuple[list[str], str]:
         text = self.options.reply
@@ -121,3 +155,98 @@ class MockProvider(Provider):
             usage=pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words),
                            total_tokens=prompt_tokens + len(words)),
         )
+
+    async def embed(self, req: pb.EmbedRequest, call: Call) -> pb.EmbedResponse:
+        dims = self.options.embedding_dimensions
+        if req.HasField("dimensions"):
+            if not 0 < req.dimensions <= dims:
+                raise InvalidRequest(f"'dimensions' must be between 1 and {dims} for this model")
+            dims = req.dimensions
+        resp = pb.EmbedResponse(model=req.model)
+        for i, text in enumerate(req.inputs):
+            resp.embeddings.add(index=i, values=media.hash_vector(text, dims))
+        tokens = sum(estimate_tokens(t) for t in req.inputs)
+        resp.usage.prompt_tokens = resp.usage.total_tokens = tokens
+        return resp
+
+    async def rerank(self, req: pb.RerankRequest, call: Call) -> pb.RerankResponse:
+        results = [
+            pb.RerankResult(index=i, score=media.overlap_score(req.query, text),
+                            text=text if req.return_text else "")
+            for i, text in enumerate(req.texts)
+        ]
+        results.sort(key=lambda r: (-r.score, r.index))
+        if req.HasField("top_n"):
+            results = results[: req.top_n]
+        tokens = estimate_tokens(req.query) + sum(estimate_tokens(t) for t in req.texts)
+        return pb.RerankResponse(model=req.model, results=results,
+                                 usage=pb.Usage(prompt_tokens=tokens, total_tokens=tokens))
+
+    async def classify(self, req: pb.ClassifyRequest, call: Call) -> pb.ClassifyResponse:
+        labels = self.options.labels
+        resp = pb.ClassifyResponse(model=req.model)
+        for text in req.inputs:
+            scores = media.softmax([4 * media.unit_score(label, text) for label in labels])
+            ranked = sorted(zip(labels, scores, strict=True), key=lambda p: -p[1])
+            if req.HasField("top_k"):
+                ranked = ranked[: req.top_k]
+            resp.results.add().labels.extend(
+                pb.LabelScore(label=label, score=score) for label, score in ranked)
+        return resp
+
+    async def transcribe(self, req: pb.TranscribeRequest, call: Call) -> pb.TranscribeResponse:
+        seconds = media.wav_seconds(req.audio)
+        resp = pb.TranscribeResponse(model=req.model, language=req.language or "en")
+        if seconds is not None:
+            resp.text = f"This is a mock transcription of {seconds:.2f} seconds of audio."
+            resp.duration = seconds
+        else:
+            resp.text = (f"This is a mock transcription of {len(req.audio)} bytes of"
+                         f" {req.mime_type or 'audio'}.")
+        return resp
+
+    async def speech_schema(self, req: pb.SpeechSchemaRequest, call: Call) -> pb.SpeechSchema:
+        return pb.SpeechSchema(model=req.model, fields=self.fields)
+
+    async def speech(self, req: pb.SpeechRequest, call: Call) -> pb.SpeechResponse:
+        values = speech_fields.speech_values(req, self.fields)
+        text = " ".join(str(v) for v in values.values())
+        fmt = req.response_format or "wav"
+        wav = media.tone_wav(text)
+        if fmt == "wav":
+            return pb.SpeechResponse(audio=wav, mime_type="audio/wav")
+        if fmt == "pcm":
+            return pb.SpeechResponse(audio=wav[44:], mime_type="audio/pcm")
+        raise InvalidRequest(f"the mock speech model answers 'wav' or 'pcm', not {fmt[:20]!r}")
+
+    async def image(self, req: pb.ImageRequest, call: Call) -> pb.ImageResponse:
+        size = media.parse_size(req.size)
+        if size is None:
+            raise InvalidRequest(f"'size' must look like 512x512; got {req.size[:20]!r}")
+        n = req.n if req.HasField("n") else 1
+        if not 1 <= n <= 4:
+            raise InvalidRequest("'n' must be between 1 and 4 for the mock image model")
+        return pb.ImageResponse(created=int(time.time()), images=[
+            pb.Image(data=media.solid_png(f"{req.prompt}#{i}", *size), mime_type="image/png",
+                     revised_prompt=req.prompt)
+            for i in range(n)
+        ])
+
+    async def translate(self, req: pb.TranslateRequest, call: Call) -> pb.TranslateResponse:
+        source = req.source_language or "en"
+        target = req.target_language or self.options.target_language
+        return pb.TranslateResponse(model=req.model, text=f"[{source}->{target}] {req.text}",
+                                    source_language=source, target_language=target)
+
+    async def predict(self, req: pb.PredictRequest, call: Call) -> pb.PredictResponse:
+        body = predict_schema.check_input(req, self.signature)
+        predictions: list[Any] = []
+        for row in predict_schema.rows_of(body):
+            values = row if isinstance(row, list) else [row]
+            numbers = [float(v) for v in values if isinstance(v, int | float)]
+            predictions.append(sum(v * (1 + 0.5 * i) for i, v in enumerate(numbers)))
+        outputs = struct_pb2.Value()
+        outputs.list_value.extend(predictions)
+        return pb.PredictResponse(model=req.model, outputs=outputs,
+                                  input_schema=self.signature.inputs,
+                                  output_schema=self.signature.outputs)
