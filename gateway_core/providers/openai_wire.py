@@ -22,8 +22,20 @@ _FORMAT_NAMES = {
 }
 
 
+def _ints(value: Any) -> Any:
+    """Struct numbers are doubles: give whole numbers back as ints (`top_k: 40`, not `40.0`)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
 def struct_to_dict(msg: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    out: dict[str, Any] = _ints(json_format.MessageToDict(msg, preserving_proto_field_name=True))
+    return out
 
 
 def sampling_fields(params: pb.SamplingParams, defaults: Mapping[str, Any]) -> dict[str, Any]:
