@@ -138,8 +138,10 @@ def test_status_table_is_exhaustive() -> None:
     assert STATUS_TABLE[grpc.StatusCode.DEADLINE_EXCEEDED].status == 504
 
 
-def _subclasses(cls: type) -> list[type]:
-    out = []
+def _subclasses(
+    cls: type[core_errors.GatewayError],
+) -> list[type[core_errors.GatewayError]]:
+    out: list[type[core_errors.GatewayError]] = []
     for sub in cls.__subclasses__():
         out += [sub, *_subclasses(sub)]
     return out
