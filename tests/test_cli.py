@@ -143,3 +143,40 @@ async def test_serve_end_to_end_with_the_openai_sdk(tmp_path: Path) -> None:
             proc.kill()
             await proc.wait()
         await upstream.stop()
+
+
+async def test_core_and_edge_as_separate_processes(tmp_path: Path) -> None:
+    upstream = await FakeOpenAI().start()
+    http_port, grpc_port, metrics_port = closed_port(), closed_port(), closed_port()
+    path = write(tmp_path, base_config(upstream.base_url))
+    common = ["--config", path, "--data-dir", str(tmp_path / "data")]
+    core = await asyncio.create_subprocess_exec(
+        CLI, "core", *common, "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    edge = await asyncio.create_subprocess_exec(
+        CLI, "edge", *common, "--http-port", str(http_port), "--core", f"127.0.0.1:{grpc_port}",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        await _wait_healthy(base, edge)
+        client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        resp = await client.chat.completions.create(
+            model="fake-chat", messages=[{"role": "user", "content": "hello"}])
+        assert resp.choices[0].message.content == REPLY
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                core_metrics = await r.text()
+            async with s.get(f"{base}/metrics") as r:
+                edge_metrics = await r.text()
+        assert 'gateway_grpc_requests_total{code="OK",method="Chat",model="fake-chat"}' in \
+            core_metrics
+        assert 'model="fake-chat"' in edge_metrics and "gateway_requests_total" in edge_metrics
+        for proc in (edge, core):
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        for proc in (edge, core):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await upstream.stop()
