@@ -35,6 +35,7 @@ def fake_models(upstream_url: str) -> list[dict[str, Any]]:
         "fake-garbage": "garbage",
         "fake-badshape": "bad-shape",
         "fake-400": "error-400",
+        "fake-429": "error-429",
         "fake-miderror": "mid-error",
         "fake-endless": "endless",
     }

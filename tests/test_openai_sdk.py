@@ -105,6 +105,7 @@ async def test_models_list_and_get(gateway: Gateway) -> None:
         ("fake-garbage", openai.InternalServerError, 502, "not JSON"),
         ("fake-badshape", openai.InternalServerError, 502, "cannot read"),
         ("fake-400", openai.BadRequestError, 400, "max_tokens is too large"),
+        ("fake-429", openai.RateLimitError, 429, "too many requests"),
     ],
 )
 async def test_errors_raise_the_right_sdk_class(

@@ -11,6 +11,7 @@ behaviour is chosen by the request's ``model`` field:
 - ``garbage``: HTTP 200 with a body that is not JSON
 - ``bad-shape``: HTTP 200 JSON without ``choices``
 - ``error-400``: HTTP 400 with OpenAI's error body
+- ``error-429``: HTTP 429 (the upstream is rate limiting)
 - ``mid-error``: a stream that sends two chunks and then an ``{"error": ...}`` event
 - ``endless``: a stream that never ends (one token every 10 ms) until the client goes away
 
@@ -91,6 +92,9 @@ class FakeOpenAI:
                                 content_type="text/html")
         if model == "bad-shape":
             return web.json_response({"id": "x", "object": "chat.completion"})
+        if model == "error-429":
+            return web.json_response({"error": {"message": "too many requests", "type": "rate_limit",
+                                                "code": 429}}, status=429)
         if model == "error-400":
             return web.json_response({"error": {
                 "message": "max_tokens is too large", "type": "BadRequestError", "param": None,
