@@ -74,6 +74,8 @@ class LimitsConfig:
     # Largest rendered custom chat template, and how long rendering may take.
     max_template_bytes: int = 64 * 1024
     template_timeout_seconds: float = 1.0
+    # Longest prompt (all message texts, or the completion prompt) in characters; longer is 413.
+    max_prompt_chars: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,9 @@ class GatewayConfig:
     models: list[ModelConfig] = field(default_factory=list)
     # Endpoint dialect: endpoint id -> the model ids it serves.
     endpoints: dict[str, list[str]] = field(default_factory=dict)
+    # The model the TGI routes (/generate, /generate_stream, /, /info) serve; the name "tgi" (what
+    # TGI clients send to the Messages API) routes to it too.
+    tgi_model: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property
@@ -289,6 +294,8 @@ def validate(config: GatewayConfig) -> GatewayConfig:
         for j, model_id in enumerate(ids):
             if config.model(model_id) is None:
                 raise ConfigError(f"endpoints.{endpoint}[{j}]", f"no model named {model_id!r}")
+    if config.tgi_model is not None and config.model(config.tgi_model) is None:
+        raise ConfigError("tgi_model", f"no model named {config.tgi_model!r}")
     for name in ("http_port", "grpc_port", "core_metrics_port"):
         if getattr(config.listen, name) > 65535:
             raise ConfigError(f"listen.{name}", "must be a port number (0-65535)")

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from gateway_common.config import ConfigError, GatewayConfig, ModelConfig
-from gateway_core.errors import ModelNotFound, TaskMismatch
+from gateway_core.errors import ModelNotFound, NotFound, TaskMismatch
 from gateway_core.providers.base import (
     Provider,
     SessionPool,
@@ -34,6 +34,10 @@ TASK_NAME = {v: k for k, v in TASK_ENUM.items()}
 # Requests of a task that a model of another task also serves: an LLM does chat and completion.
 _ALSO_SERVES = {"chat": {"completion"}, "completion": {"chat"}}
 
+# The model names TGI clients send ("tgi"; huggingface_hub's InferenceClient sends "dummy" when
+# given a URL and no model); they route to config ``tgi_model``, as TGI serves one model.
+TGI_NAMES = ("tgi", "dummy")
+
 
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
@@ -41,6 +45,8 @@ class ModelEntry:
     provider: Provider
     # Deadline used when the caller sets none: the model's timeout, else the gateway default.
     timeout: float
+    # Names that route here besides the configured ones (``tgi``).
+    extra_aliases: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -54,7 +60,8 @@ class ModelEntry:
         return pb.Model(
             id=c.id, task=TASK_ENUM[c.task], provider=c.provider,
             upstream_model=c.upstream_model or c.id, owned_by=c.owned_by,
-            created=self.provider.created, aliases=c.aliases, status="ready",
+            created=self.provider.created, aliases=[*c.aliases, *self.extra_aliases],
+            status="ready",
         )
 
 
@@ -71,14 +78,21 @@ def validate_providers(config: GatewayConfig) -> None:
 
 
 class ModelRegistry:
-    """Resolves a model id or alias to its entry, checking the task."""
+    """Resolves a model id or alias to its entry, checking the task (and, for the endpoint
+    dialect, that the endpoint exists and serves the model)."""
 
-    def __init__(self, entries: list[ModelEntry]) -> None:
+    def __init__(self, entries: list[ModelEntry],
+                 endpoints: dict[str, list[str]] | None = None) -> None:
         self._entries = entries
         self._by_name: dict[str, ModelEntry] = {}
         for e in entries:
-            for name in (e.config.id, *e.config.aliases):
+            for name in (e.config.id, *e.config.aliases, *e.extra_aliases):
                 self._by_name[name] = e
+        # endpoint id -> the ids of the models it serves, in config order.
+        self._endpoints = {
+            endpoint: list(dict.fromkeys(self._by_name[n].id for n in names))
+            for endpoint, names in (endpoints or {}).items()
+        }
         self.created = int(time.time())
 
     @classmethod
@@ -89,8 +103,12 @@ class ModelRegistry:
             pcls = provider_class(m.provider)
             assert pcls is not None
             provider = pcls(m, build_options(pcls, m, f"models[{i}]"), sessions)
-            entries.append(ModelEntry(m, provider, m.timeout_seconds or config.timeouts.default_seconds))
-        return cls(entries)
+            # The TGI names route to tgi_model, unless a configured model already has the name.
+            tgi = config.tgi_model is not None and config.model(config.tgi_model) is m
+            extra = tuple(n for n in TGI_NAMES if tgi and config.model(n) is None)
+            entries.append(ModelEntry(m, provider, m.timeout_seconds or config.timeouts.default_seconds,
+                                      extra))
+        return cls(entries, config.endpoints)
 
     async def start(self) -> None:
         await asyncio.gather(*(e.provider.start() for e in self._entries))
@@ -103,12 +121,29 @@ class ModelRegistry:
         if entry is None:
             if not name:
                 raise ModelNotFound("the request names no model")
+            if name in TGI_NAMES:
+                raise ModelNotFound(f"no model serves the TGI routes ('{name}'): set tgi_model in "
+                                    "the gateway config")
             shown = name if len(name) <= 200 else name[:200] + "..."
             raise ModelNotFound(f"the model '{shown}' does not exist")
         return entry
 
-    def resolve(self, name: str, task: str) -> ModelEntry:
+    def endpoint(self, endpoint: str) -> list[str]:
+        """The ids of the models an endpoint serves; NotFound when there is no such endpoint."""
+        ids = self._endpoints.get(endpoint)
+        if ids is None:
+            shown = endpoint if len(endpoint) <= 200 else endpoint[:200] + "..."
+            raise NotFound(f"the endpoint '{shown}' does not exist", reason="endpoint_not_found")
+        return ids
+
+    def resolve(self, name: str, task: str, endpoint: str | None = None) -> ModelEntry:
+        served = self.endpoint(endpoint) if endpoint is not None else None
         entry = self.get(name)
+        if served is not None and entry.id not in served:
+            raise ModelNotFound(
+                f"the model '{name[:200]}' is not served by the endpoint '{endpoint}'"
+                f" (it serves: {', '.join(served)})"
+            )
         if not entry.serves(task):
             raise TaskMismatch(
                 f"model '{entry.id}' serves the task '{entry.config.task}', not '{task}'"

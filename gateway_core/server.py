@@ -97,7 +97,7 @@ async def start_core(
         MetricsInterceptor(), ErrorInterceptor(), *extra_interceptors,
     ]
     server = aio.server(interceptors=interceptors, options=server_options(config))
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry), server)
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits), server)
     pb_grpc.add_ModelsServicer_to_server(ModelsServicer(registry), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

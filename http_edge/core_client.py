@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_HEADER = "OICM-Request-Timeout"
 DEFAULT_DEADLINE_KEY = "igw-default-deadline"
+ENDPOINT_KEY = "igw-endpoint"
 UPSTREAM_SECONDS_KEY = "igw-upstream-seconds"
 # Model names seen in labels are re-read from the core this often.
 MODELS_REFRESH_SECONDS = 30.0
@@ -119,6 +120,9 @@ class CoreClient:
             md.append(("x-api-key", api_key))
         if fallback:
             md.append((DEFAULT_DEADLINE_KEY, "1"))
+        endpoint = request[STATE].endpoint
+        if endpoint is not None:
+            md.append((ENDPOINT_KEY, endpoint))
         return timeout, tuple(md)
 
 

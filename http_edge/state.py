@@ -41,6 +41,8 @@ class RequestState:
     # Seconds from the request's arrival to the first streamed token.
     ttft: float | None = None
     error_reason: str | None = None
+    # The endpoint id of an endpoint-dialect request: sent to the core, which checks it.
+    endpoint: str | None = None
 
 
 CONFIG = web.AppKey("config", GatewayConfig)

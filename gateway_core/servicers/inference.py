@@ -13,7 +13,8 @@ from typing import Any
 
 from grpc import aio
 
-from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest
+from gateway_common.config import LimitsConfig
+from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
 from gateway_core.providers.base import Call
 from gateway_core.registry import ModelEntry, ModelRegistry
@@ -23,6 +24,30 @@ from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 Ctx = aio.ServicerContext[Any, Any]
 
 DEFAULT_DEADLINE_KEY = "igw-default-deadline"
+# Set by the endpoint dialect: the endpoint id the request came through (the core checks that the
+# endpoint exists and serves the model).
+ENDPOINT_KEY = "igw-endpoint"
+
+
+def endpoint_of(context: Ctx) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == ENDPOINT_KEY:
+            return str(value)
+    return None
+
+
+def check_prompt(chars: int, limit: int) -> None:
+    if chars > limit:
+        raise PayloadTooLarge(f"the prompt is {chars} characters long; the limit is {limit}")
+
+
+def check_messages(request: pb.ChatRequest, limit: int) -> None:
+    if not request.messages:
+        raise InvalidRequest("'messages' must hold at least one message")
+    chars = 0
+    for m in request.messages:
+        chars += len(m.content) + sum(len(p.text) for p in m.parts)
+    check_prompt(chars, limit)
 
 
 def make_call(context: Ctx, entry: ModelEntry) -> Call:
@@ -51,18 +76,18 @@ def _report(context: Ctx, call: Call) -> None:
 class InferenceServicer(pb_grpc.InferenceServicer):
     """Serves every task by handing the typed request to the model's provider."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, limits: LimitsConfig | None = None) -> None:
         self.registry = registry
+        self.max_prompt_chars = (limits or LimitsConfig()).max_prompt_chars
 
     def _route(self, model: str, task: str, context: Ctx) -> tuple[ModelEntry, Call]:
-        entry = self.registry.resolve(model, task)
+        entry = self.registry.resolve(model, task, endpoint_of(context))
         current_model.set(entry.id)
         return entry, make_call(context, entry)
 
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
         entry, call = self._route(request.model, "chat", context)
-        if not request.messages:
-            raise InvalidRequest("'messages' must hold at least one message")
+        check_messages(request, self.max_prompt_chars)
         result = await entry.provider.chat(request, call)
         _report(context, call)
         return result
@@ -71,14 +96,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self, request: pb.ChatRequest, context: Ctx
     ) -> AsyncIterator[pb.ChatChunk]:
         entry, call = self._route(request.model, "chat", context)
-        if not request.messages:
-            raise InvalidRequest("'messages' must hold at least one message")
+        check_messages(request, self.max_prompt_chars)
         async for chunk in entry.provider.chat_stream(request, call):
             yield chunk
         _report(context, call)
 
     async def Complete(self, request: pb.CompletionRequest, context: Ctx) -> pb.CompletionResponse:
         entry, call = self._route(request.model, "completion", context)
+        check_prompt(len(request.prompt), self.max_prompt_chars)
         result = await entry.provider.complete(request, call)
         _report(context, call)
         return result
@@ -87,6 +112,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self, request: pb.CompletionRequest, context: Ctx
     ) -> AsyncIterator[pb.CompletionChunk]:
         entry, call = self._route(request.model, "completion", context)
+        check_prompt(len(request.prompt), self.max_prompt_chars)
         async for chunk in entry.provider.complete_stream(request, call):
             yield chunk
         _report(context, call)

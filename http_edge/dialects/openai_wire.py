@@ -19,6 +19,9 @@ from http_edge.sse import DONE, frame
 from http_edge.state import RequestState
 from inference_gateway.v1 import inference_pb2 as pb
 
+# system_fingerprint when the upstream names none.
+FINGERPRINT = "inference-gateway"
+
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 
 _SAMPLING_KEYS = frozenset({
@@ -233,8 +236,8 @@ def chat_response(resp: pb.ChatResponse) -> dict[str, Any]:
         ],
         "usage": usage_json(resp.usage),
     }
-    if resp.system_fingerprint:
-        out["system_fingerprint"] = resp.system_fingerprint
+    # Always a string: TGI's clients require the field (OpenAI's accept it).
+    out["system_fingerprint"] = resp.system_fingerprint or FINGERPRINT
     return out
 
 
@@ -273,20 +276,18 @@ def record_usage(state: RequestState, usage: pb.Usage) -> None:
 class ChatEncoder:
     """ChatChunk → ``chat.completion.chunk`` SSE frames, the usage chunk when asked, ``[DONE]``."""
 
-    __slots__ = ("include_usage", "sent_role", "state")
+    __slots__ = ("include_usage", "state")
 
     def __init__(self, state: RequestState, include_usage: bool) -> None:
         self.state = state
         self.include_usage = include_usage
-        self.sent_role = False
 
     def _chunk(self, c: pb.ChatChunk, choices: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": c.id, "object": "chat.completion.chunk", "created": c.created,
             "model": c.model, "choices": choices,
+            "system_fingerprint": c.system_fingerprint or FINGERPRINT,
         }
-        if c.system_fingerprint:
-            out["system_fingerprint"] = c.system_fingerprint
         if self.include_usage:
             out["usage"] = None
         return out
@@ -296,12 +297,11 @@ class ChatEncoder:
         if c.choices:
             choices = []
             for ch in c.choices:
-                delta: dict[str, Any] = {}
-                if ch.delta.role or not self.sent_role:
-                    delta["role"] = ch.delta.role or "assistant"
-                    self.sent_role = True
+                # Role and tool_calls in every delta: TGI's clients require both keys.
+                delta: dict[str, Any] = {"role": ch.delta.role or "assistant"}
                 if ch.delta.content or not ch.finish_reason:
                     delta["content"] = ch.delta.content
+                delta["tool_calls"] = None
                 choices.append({"index": ch.index, "delta": delta, "logprobs": None,
                                 "finish_reason": ch.finish_reason or None})
             data = frame(orjson.dumps(self._chunk(c, choices)))
