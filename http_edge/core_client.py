@@ -83,9 +83,12 @@ class CoreClient:
         while True:
             try:
                 await self.refresh_models()
+                delay = MODELS_REFRESH_SECONDS
             except grpc.RpcError as exc:
+                # The core may still be starting (edge and core started together): retry soon.
                 log.debug("cannot read the model list from the core yet: %s", exc)
-            await asyncio.sleep(MODELS_REFRESH_SECONDS)
+                delay = 1.0
+            await asyncio.sleep(delay)
 
     def label_for(self, model: str) -> str:
         """A bounded metrics label for a model name from a request."""
