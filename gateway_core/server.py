@@ -1,7 +1,8 @@
 """The core's server factory: wires registry, servicers, interceptors, health and reflection.
 
 ``start_core(config)`` binds and starts a grpc.aio server and returns a handle; tests bind port 0.
-Interceptor order (outermost first) is set here and only here: metrics, errors, then auth.
+Interceptor order (outermost first) is set here and only here: metrics, errors, then usage and
+auth (``gateway_core/auth``; off when ``auth.enabled`` is false).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from gateway_common.config import GatewayConfig
+from gateway_core.auth.runtime import AuthRuntime, start_auth
 from gateway_core.interceptors import ErrorInterceptor, MetricsInterceptor
 from gateway_core.providers.base import SessionPool
 from gateway_core.registry import ModelRegistry
@@ -57,6 +59,8 @@ class CoreHandle:
     sessions: SessionPool
     health: HealthServicer
     extras: list[Any] = field(default_factory=list)
+    # Tokens, admin and usage (None when auth.enabled is false).
+    auth: AuthRuntime | None = None
 
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
@@ -93,8 +97,10 @@ async def start_core(
     sessions = SessionPool()
     registry = ModelRegistry.from_config(config, sessions)
     await registry.start()
+    auth = await start_auth(config, registry) if config.auth.enabled else None
     interceptors: list[aio.ServerInterceptor] = [
-        MetricsInterceptor(), ErrorInterceptor(), *extra_interceptors,
+        MetricsInterceptor(), ErrorInterceptor(), *(auth.interceptors if auth else ()),
+        *extra_interceptors,
     ]
     server = aio.server(interceptors=interceptors, options=server_options(config))
     pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits), server)
@@ -102,15 +108,20 @@ async def start_core(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     services = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
+    if auth is not None:
+        services += auth.add_to_server(server)
     _add_reflection(server, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bind_host = host or config.listen.host
     bound = server.add_insecure_port(
         f"{bind_host}:{config.listen.grpc_port if port is None else port}"
     )
     if bound == 0:
+        if auth is not None:
+            await auth.close()
         raise OSError(f"cannot bind the gRPC port on {bind_host}")
     await server.start()
     for name in ("", *services):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("core listening on %s:%d (%d models)", bind_host, bound, len(registry.entries()))
-    return CoreHandle(server, bound, registry, sessions, health)
+    return CoreHandle(server, bound, registry, sessions, health,
+                      extras=[auth] if auth is not None else [], auth=auth)

@@ -1,0 +1,140 @@
+"""Token secrets and the records the stores keep.
+
+A secret is ``igw_`` plus 43 URL-safe characters (32 random bytes, 256 bits): the prefix lets
+secret scanners find leaked ones. Only the SHA-256 of the secret is stored; the token is found by
+that hash and the hash is compared again in constant time. The admin credential has its own prefix
+``igw_admin_`` so that it can never pass for a model token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+PREFIX = "igw_"
+ADMIN_PREFIX = "igw_admin_"
+ALL_MODELS = "*"
+_SECRET_RE = re.compile(r"igw_[A-Za-z0-9_-]{43}")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# How many characters of a secret are kept to recognise it ("igw_" + 4).
+SHOWN_CHARS = 8
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def new_admin_secret() -> str:
+    return ADMIN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_token_id() -> str:
+    return "tok_" + secrets.token_hex(8)
+
+
+def is_token_secret(value: str) -> bool:
+    """True when ``value`` has the exact shape of a model token's secret."""
+    return _SECRET_RE.fullmatch(value) is not None
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a secret (hex SHA-256). 256 random bits need no salt or slow hash."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30d``, ``12h``, ``90m``, ``3600s``, ``2w`` or a bare number of seconds."""
+    m = _DURATION_RE.fullmatch(text.strip().lower())
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as 30d, 12h, 90m or 3600s")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_expiry(text: str, now: float | None = None) -> float | None:
+    """An expiry as Unix seconds: a duration from now (``30d``), an ISO date or date-time, or
+    ``never``. Raises ValueError with a message for the user."""
+    text = text.strip()
+    if text.lower() in ("never", "none", "0"):
+        return None
+    now = time.time() if now is None else now
+    try:
+        return now + parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an expiry: give a duration (30d, 12h, 90m), an ISO date "
+            "(2027-01-31) or 'never'") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A stored access token (never the secret)."""
+
+    id: str
+    name: str
+    prefix: str
+    # Hex SHA-256 of the secret.
+    hash: str
+    # Model ids, or ("*",) for every model.
+    models: tuple[str, ...]
+    created_at: float
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+    def allows(self, model_id: str) -> bool:
+        return ALL_MODELS in self.models or model_id in self.models
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def status(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expired(now) else "active"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One request as accounted: who, which model and task, how much, how it ended."""
+
+    ts: float
+    token_id: str
+    model: str
+    task: str
+    prompt_tokens: int
+    completion_tokens: int
+    # The gRPC status code name ("OK", "INVALID_ARGUMENT", ...).
+    status: str
+    latency_ms: float
+    end_user: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Usage totals over a window for one token and/or model."""
+
+    token_id: str
+    token_name: str
+    model: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    mean_latency_ms: float
+    end_users: int
+
+
+GROUP_BY = ("token", "model", "token_and_model")
