@@ -20,6 +20,7 @@ from grpc import aio
 from gateway_common.config import GatewayConfig
 from http_edge.errors import EdgeError
 from http_edge.state import STATE
+from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 
@@ -55,13 +56,17 @@ class CoreClient:
         self.channel = aio.insecure_channel(self.address, options=channel_options(config))
         self.inference = pb_grpc.InferenceStub(self.channel)
         self.models = pb_grpc.ModelsStub(self.channel)
-        # name or alias → model id, as last read from the core.
-        self.model_names: dict[str, str] = {}
+        self.admin = apb_grpc.AdminStub(self.channel)
+        # name or alias → model id, as last read from the core (from config until then).
+        self.model_names: dict[str, str] = {
+            name: m.id for m in config.models for name in (m.id, *m.aliases)}
         self._refresher: asyncio.Task[None] | None = None
         self.default_timeout = config.timeouts.max_seconds
 
     async def start(self) -> None:
-        self._refresher = asyncio.create_task(self._refresh_loop())
+        # With auth on, listing models needs a caller's token: the config's names serve instead.
+        if not self.config.auth.enabled:
+            self._refresher = asyncio.create_task(self._refresh_loop())
 
     async def close(self) -> None:
         if self._refresher is not None:

@@ -11,16 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 PREFIX = "igw_"
 ADMIN_PREFIX = "igw_admin_"
 ALL_MODELS = "*"
 _SECRET_RE = re.compile(r"igw_[A-Za-z0-9_-]{43}")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # How many characters of a secret are kept to recognise it ("igw_" + 4).
 SHOWN_CHARS = 8
 
@@ -45,36 +41,6 @@ def is_token_secret(value: str) -> bool:
 def hash_secret(secret: str) -> str:
     """The stored form of a secret (hex SHA-256). 256 random bits need no salt or slow hash."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``30d``, ``12h``, ``90m``, ``3600s``, ``2w`` or a bare number of seconds."""
-    m = _DURATION_RE.fullmatch(text.strip().lower())
-    if m is None or float(m.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a duration such as 30d, 12h, 90m or 3600s")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_expiry(text: str, now: float | None = None) -> float | None:
-    """An expiry as Unix seconds: a duration from now (``30d``), an ISO date or date-time, or
-    ``never``. Raises ValueError with a message for the user."""
-    text = text.strip()
-    if text.lower() in ("never", "none", "0"):
-        return None
-    now = time.time() if now is None else now
-    try:
-        return now + parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not an expiry: give a duration (30d, 12h, 90m), an ISO date "
-            "(2027-01-31) or 'never'") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 @dataclass(frozen=True, slots=True)
