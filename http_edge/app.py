@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway_common.config import GatewayConfig
 from http_edge.core_client import CoreClient
+from http_edge.dialects import admin
 from http_edge.dialects import endpoint, openai
 from http_edge.middlewares import context_middleware, error_middleware, metrics_middleware
 from http_edge.routing import add_routes, json_response
@@ -69,6 +70,7 @@ def create_app(config: GatewayConfig, core_address: str | None = None) -> web.Ap
 
     app.cleanup_ctx.append(core_ctx)
     add_routes(app, OPS, [("GET", "/health", health), ("GET", "/metrics", metrics_handler)])
+    admin.setup(app)
     openai.setup(app)
     endpoint.setup(app)
     return app
