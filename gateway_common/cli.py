@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
     edge.add_argument("--core", metavar="HOST:PORT", help="address of the core")
 
+    from gateway_common.tokens_cli import add_parser as add_tokens_parser
+
+    add_tokens_parser(sub)
     check = sub.add_parser("check-config", help="validate a config file and say what is wrong")
     check.add_argument("path", nargs="?", help="the YAML file (or use --config)")
     check.add_argument("--config", dest="config_opt", metavar="PATH")
@@ -127,6 +130,11 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
             stoppers.insert(0, edge_handle.stop)  # the edge stops first, then the core
             base = f"http://{config.listen.host}:{edge_handle.port}"
             print(f"HTTP edge   {base}  (OpenAI base URL: {base}/v1)", flush=True)
+        if core and core_handle.auth is not None:
+            from gateway_common.tokens_cli import print_bootstrap
+
+            print_bootstrap(core_handle.auth.bootstrap, config, core_handle.port,
+                            edge_handle.port if edge else None)
 
         async def stop() -> None:
             for s in stoppers:
@@ -168,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
+    if args.command == "tokens":
+        from gateway_common.tokens_cli import run as run_tokens
+
+        return run_tokens(args)
     if args.command == "check-config":
         return check_config(args.path or args.config_opt)
     if args.command in ("serve", "core", "edge"):

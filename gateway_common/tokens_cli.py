@@ -1,0 +1,379 @@
+"""``inference-gateway tokens create|list|revoke``: access tokens from the command line.
+
+Against the local store (the SQLite file in ``--data-dir``, or the PostgreSQL of ``--config``),
+or a running gateway: ``--url http://host:8080`` (the edge's ``/admin`` routes) or ``--core
+host:50051`` (the Admin gRPC service), with the admin credential from ``--admin-token`` or the
+environment variable named by ``auth.admin_token_env`` (``GATEWAY_ADMIN_TOKEN``).
+
+A new token's secret is printed once; only its hash is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway_common.config import ConfigError, GatewayConfig, load_config
+from gateway_common.defaults import default_config
+from gateway_common.durations import parse_expiry
+
+EXIT_CONFIG = 2
+TIMEOUT = 30.0
+
+Token = dict[str, Any]
+
+
+class CommandError(Exception):
+    """A failure to report in one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_parser(sub: Any) -> None:
+    tokens = sub.add_parser("tokens", help="create, list and revoke access tokens")
+    actions = tokens.add_subparsers(dest="action", metavar="ACTION")
+
+    def target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="PATH", help="YAML config (store and models)")
+        p.add_argument("--data-dir", help="the local store's directory (default ./data)")
+        p.add_argument("--url", help="a running gateway's HTTP edge, e.g. http://127.0.0.1:8080")
+        p.add_argument("--core", metavar="HOST:PORT", help="a running gateway's gRPC core")
+        p.add_argument("--admin-token", help="the admin credential (default: the environment "
+                       "variable named by auth.admin_token_env, GATEWAY_ADMIN_TOKEN)")
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    create = actions.add_parser("create", help="create a token; its secret is shown once")
+    create.add_argument("--name", required=True, help="what the token is for")
+    create.add_argument("--model", action="append", required=True, dest="models",
+                        help="a model it may call (repeat for several; '*' for every model)")
+    create.add_argument("--expires", default="never",
+                        help="30d, 12h, 90m, an ISO date, or never (default)")
+    target(create)
+    listing = actions.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--model", help="only tokens that may call this model")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    target(listing)
+    revoke = actions.add_parser("revoke", help="revoke a token (refused from the next request)")
+    revoke.add_argument("id", help="the token's id (tok_...)")
+    target(revoke)
+
+
+# -- backends: each returns token dicts in the shape of the edge's /admin JSON -----------------
+
+
+class Backend:
+    async def create(self, name: str, models: list[str], expires_at: float | None
+                     ) -> tuple[Token, str]:
+        raise NotImplementedError
+
+    async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
+        raise NotImplementedError
+
+    async def revoke(self, token_id: str) -> Token:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalBackend(Backend):
+    """The store itself: whoever can read the data dir (or the DSN) is the administrator."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        from gateway_core.auth.service import TokenService
+        from gateway_core.auth.store import open_store
+
+        def resolve(name: str) -> str | None:
+            m = config.model(name)
+            return m.id if m is not None else None
+
+        self.store = open_store(config)
+        self.service = TokenService(self.store, resolve)
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    @staticmethod
+    def _json(record: Any) -> Token:
+        from gateway_core.auth.admin import token_proto
+        from http_edge.dialects.admin import token_json
+
+        return token_json(token_proto(record))
+
+    async def create(self, name: str, models: list[str], expires_at: float | None
+                     ) -> tuple[Token, str]:
+        record, secret = await self.service.create(name, models, expires_at)
+        return self._json(record), secret
+
+    async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
+        return [self._json(r) for r in await self.service.list(model, include_revoked)]
+
+    async def revoke(self, token_id: str) -> Token:
+        return self._json(await self.service.revoke(token_id))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+class CoreBackend(Backend):
+    """The core's Admin gRPC service."""
+
+    def __init__(self, address: str, admin_token: str) -> None:
+        from grpc import aio
+
+        from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
+
+        self.channel = aio.insecure_channel(address)
+        self.stub = apb_grpc.AdminStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {admin_token}"),)
+
+    async def create(self, name: str, models: list[str], expires_at: float | None
+                     ) -> tuple[Token, str]:
+        from http_edge.dialects.admin import token_json
+        from inference_gateway.v1 import admin_pb2 as apb
+
+        resp = await self.stub.CreateToken(apb.CreateTokenRequest(
+            name=name, models=models, expires_at=int(expires_at or 0)),
+            timeout=TIMEOUT, metadata=self.metadata)
+        return token_json(resp.token), resp.secret
+
+    async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
+        from http_edge.dialects.admin import token_json
+        from inference_gateway.v1 import admin_pb2 as apb
+
+        resp = await self.stub.ListTokens(apb.ListTokensRequest(
+            model=model or "", include_revoked=include_revoked),
+            timeout=TIMEOUT, metadata=self.metadata)
+        return [token_json(t) for t in resp.tokens]
+
+    async def revoke(self, token_id: str) -> Token:
+        from http_edge.dialects.admin import token_json
+        from inference_gateway.v1 import admin_pb2 as apb
+
+        return token_json(await self.stub.RevokeToken(
+            apb.RevokeTokenRequest(id=token_id), timeout=TIMEOUT, metadata=self.metadata))
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class HttpBackend(Backend):
+    """The edge's ``/admin`` routes."""
+
+    def __init__(self, url: str, admin_token: str) -> None:
+        import aiohttp
+
+        self.base = url.rstrip("/")
+        self.session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT))
+
+    async def _call(self, method: str, path: str, **kw: Any) -> Any:
+        import aiohttp
+
+        try:
+            async with self.session.request(method, f"{self.base}{path}", **kw) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = None
+                status, reason = resp.status, resp.reason
+        except aiohttp.ClientError as exc:
+            raise CommandError(f"cannot reach {self.base}: {exc}") from None
+        if status >= 400:
+            message = (body or {}).get("error", {}).get("message") if isinstance(
+                body, dict) else None
+            raise CommandError(f"HTTP {status}: {message or reason}",
+                               EXIT_CONFIG if status == 400 else 1)
+        return body
+
+    async def create(self, name: str, models: list[str], expires_at: float | None
+                     ) -> tuple[Token, str]:
+        payload: dict[str, Any] = {"name": name, "models": models}
+        if expires_at is not None:
+            payload["expires_at"] = int(expires_at)
+        body = await self._call("POST", "/admin/tokens", json=payload)
+        secret = body.pop("secret")
+        return body, secret
+
+    async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
+        params = {"include_revoked": "true" if include_revoked else "false"}
+        if model:
+            params["model"] = model
+        body = await self._call("GET", "/admin/tokens", params=params)
+        return list(body["data"])
+
+    async def revoke(self, token_id: str) -> Token:
+        from urllib.parse import quote
+
+        return dict(await self._call("DELETE", f"/admin/tokens/{quote(token_id, safe='')}"))
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _when(ts: int | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _print_table(tokens: list[Token]) -> None:
+    rows = [("ID", "NAME", "PREFIX", "MODELS", "CREATED", "EXPIRES", "LAST USED", "STATUS")]
+    for t in tokens:
+        models = ",".join(t["models"])
+        rows.append((t["id"], t["name"], t["prefix"] + "...",
+                     models if len(models) <= 40 else models[:37] + "...",
+                     _when(t["created_at"]), _when(t["expires_at"]) if t["expires_at"]
+                     else "never", _when(t["last_used_at"]), t["status"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def print_created(token: Token, secret: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**token, "secret": secret}))
+        return
+    expiry = f"expires {_when(token['expires_at'])} UTC" if token["expires_at"] \
+        else "never expires"
+    print(f"Created token {token['id']} '{token['name']}' for {', '.join(token['models'])} "
+          f"({expiry}).")
+    print("Its secret is shown this once and cannot be shown again (only a hash is stored):")
+    print(f"  {secret}")
+
+
+def print_bootstrap(bootstrap: Any, config: GatewayConfig, grpc_port: int,
+                    http_port: int | None) -> None:
+    """On a fresh store, print the credentials made for it, once (never to the log)."""
+    admin, token, secret = bootstrap.admin_secret, bootstrap.token, bootstrap.token_secret
+    if admin is None and secret is None:
+        return
+    host = config.listen.host
+    where = config.storage.data_dir if config.storage.backend == "sqlite" else "the database"
+    lines = ["", f"New token store in {where}. These secrets are shown this once; only their "
+             "hashes are kept:"]
+    if admin is not None:
+        lines.append(f"  admin credential  {admin}")
+        lines.append(f"      for /admin/... and `inference-gateway tokens ... --url/--core` "
+                     f"(or set ${config.auth.admin_token_env})")
+    if secret is not None:
+        models = ", ".join(token.models)
+        if len(models) > 70:
+            models = f"{len(token.models)} models"
+        lines.append(f"  access token      {secret}")
+        lines.append(f"      '{token.name}' ({token.id}) for {models}")
+        if http_port is not None:
+            lines.append(f'  try: curl -H "Authorization: Bearer {secret}" '
+                         f"http://{host}:{http_port}/v1/models")
+        else:
+            lines.append(f"  gRPC: metadata ('authorization', 'Bearer <token>') on {host}:"
+                         f"{grpc_port}")
+    print("\n".join([*lines, ""]), flush=True)
+
+
+# -- command -----------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    config = load_config(args.config) if args.config else default_config()
+    if args.data_dir:
+        config = dataclasses.replace(
+            config, storage=dataclasses.replace(config.storage, data_dir=args.data_dir))
+    return config
+
+
+async def _backend(args: argparse.Namespace, config: GatewayConfig) -> Backend:
+    if args.url and args.core:
+        raise CommandError("give --url or --core, not both", EXIT_CONFIG)
+    if args.url or args.core:
+        admin = args.admin_token or os.environ.get(config.auth.admin_token_env, "")
+        if not admin:
+            raise CommandError(
+                f"the admin credential is needed: --admin-token or ${config.auth.admin_token_env}",
+                EXIT_CONFIG)
+        return HttpBackend(args.url, admin) if args.url else CoreBackend(args.core, admin)
+    local = LocalBackend(config)
+    await local.open()
+    return local
+
+
+async def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
+    backend = await _backend(args, config)
+    try:
+        if args.action == "create":
+            try:
+                expires_at = parse_expiry(args.expires)
+            except ValueError as exc:
+                raise CommandError(str(exc), EXIT_CONFIG) from None
+            if expires_at is not None and expires_at <= time.time():
+                raise CommandError("the expiry is in the past", EXIT_CONFIG)
+            token, secret = await backend.create(args.name, args.models, expires_at)
+            print_created(token, secret, args.json)
+        elif args.action == "list":
+            tokens = await backend.list(args.model, args.all)
+            if args.json:
+                print(json.dumps(tokens))
+            elif tokens:
+                _print_table(tokens)
+            else:
+                print("No tokens.")
+        else:
+            token = await backend.revoke(args.id)
+            if args.json:
+                print(json.dumps(token))
+            else:
+                print(f"Revoked token {token['id']} '{token['name']}': it is refused from the "
+                      "next request on.")
+    finally:
+        await backend.close()
+    return 0
+
+
+def _guarded(fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    import grpc
+
+    from gateway_core.errors import GatewayError, InvalidRequest
+
+    try:
+        return asyncio.run(fn())
+    except CommandError as exc:
+        print(f"tokens: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"tokens: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except grpc.aio.AioRpcError as exc:
+        print(f"tokens: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return EXIT_CONFIG if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1
+    except GatewayError as exc:
+        print(f"tokens: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, InvalidRequest) else 1
+    except OSError as exc:
+        print(f"tokens: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action is None:
+        print("tokens: give an action: create, list or revoke", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        print(f"tokens: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _guarded(lambda: _run(args, config))
