@@ -64,27 +64,33 @@ def speech_values(req: pb.SpeechRequest, fields: list[pb.SpeechField]) -> dict[s
     """The field values of ``req`` (InvalidRequest names a missing, unknown or mistyped field)."""
     values: dict[str, Any] = (
         json_format.MessageToDict(req.params) if req.HasField("params") else {})
+    return field_values(values, req.input, fields, "speech model")
+
+
+def field_values(values: dict[str, Any], text: str, fields: list[pb.SpeechField],
+                 what: str) -> dict[str, Any]:
+    """Check ``values`` against declared fields; ``text`` fills the first free text field."""
     by_name = {f.name: f for f in fields}
     for name in values:
         if name not in by_name:
             raise InvalidRequest(
-                f"unknown field '{name[:60]}' for this speech model (its fields:"
+                f"unknown field '{name[:60]}' for this {what} (its fields:"
                 f" {', '.join(by_name)})")
-    if req.input:
+    if text:
         target = next((f for f in fields if f.type == "string" and f.required
                        and f.name not in values), None)
         if target is None:
             target = next((f for f in fields if f.type == "string" and f.name not in values),
                           None)
         if target is None:
-            raise InvalidRequest("'input' has no field to go to: every text field of this speech"
-                                 " model is already set")
-        values[target.name] = req.input
+            raise InvalidRequest(f"the text has no field to go to: every text field of this"
+                                 f" {what} is already set")
+        values[target.name] = text
     for f in fields:
         value = values.get(f.name)
         if value is None:
             if f.required:
-                raise InvalidRequest(f"'{f.name}' is required by this speech model ({f.label})")
+                raise InvalidRequest(f"'{f.name}' is required by this {what} ({f.label})")
             values.pop(f.name, None)
             continue
         if not _fits(value, f.type):

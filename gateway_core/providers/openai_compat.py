@@ -1,14 +1,26 @@
-"""OpenAI-compatible upstreams: vLLM, TGI's Messages API, llama.cpp server, OpenAI itself."""
+"""OpenAI-compatible upstreams: vLLM, TGI's Messages API, llama.cpp server, OpenAI itself.
+
+Besides chat and completion: ``/embeddings`` (float or base64 vectors), ``/rerank`` (vLLM, Jina,
+Cohere shape), ``/audio/transcriptions`` (multipart), ``/audio/speech`` (raw audio back) and
+``/images/generations`` (base64, or a URL the provider downloads).
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any, Literal
 
+import aiohttp
+
+from gateway_core import audio
+from gateway_core.errors import UpstreamError
 from gateway_core.providers import openai_wire as wire
+from gateway_core.providers import tasks_wire
 from gateway_core.providers.base import Call, Provider, register
-from gateway_core.providers.http import request_json, stream_sse
+from gateway_core.providers.http import request_bytes, request_json, stream_sse
 from gateway_core.streams import ChatStreamState, CompletionStreamState
 from gateway_core.tokens import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
@@ -19,6 +31,10 @@ class OpenAIOptions:
     # Ask the upstream for usage in streams (`stream_options.include_usage`); turn off for servers
     # that reject the field.
     stream_usage: bool = True
+    # How to ask for embedding vectors: "base64" is smaller and faster to parse where supported.
+    embedding_encoding: Literal["float", "base64"] = "float"
+    # `response_format` sent for images; null for servers that reject the field (gpt-image-1).
+    image_response_format: str | None = "b64_json"
 
 
 @register("openai")
@@ -75,3 +91,100 @@ class OpenAIProvider(Provider):
             if chunk is not None:
                 yield chunk
         yield state.final()
+
+    async def embed(self, req: pb.EmbedRequest, call: Call) -> pb.EmbedResponse:
+        url = self._url("embeddings")
+        body: dict[str, Any] = {"model": self.upstream_model, "input": list(req.inputs),
+                                "encoding_format": self.options.embedding_encoding}
+        if req.HasField("dimensions"):
+            body["dimensions"] = req.dimensions
+        if req.end_user:
+            body["user"] = req.end_user
+        data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
+                                  api_key=self._api_key)
+        resp = tasks_wire.openai_embeddings(data, req.model, len(req.inputs))
+        if not resp.usage.prompt_tokens:
+            tokens = sum(estimate_tokens(t) for t in req.inputs)
+            resp.usage.CopyFrom(pb.Usage(prompt_tokens=tokens, total_tokens=tokens,
+                                         estimated=True))
+        return resp
+
+    async def rerank(self, req: pb.RerankRequest, call: Call) -> pb.RerankResponse:
+        url = self._url("rerank")
+        body: dict[str, Any] = {"model": self.upstream_model, "query": req.query,
+                                "documents": list(req.texts)}
+        if req.HasField("top_n"):
+            body["top_n"] = req.top_n
+        data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
+                                  api_key=self._api_key)
+        return tasks_wire.openai_rerank(data, req)
+
+    async def transcribe(self, req: pb.TranscribeRequest, call: Call) -> pb.TranscribeResponse:
+        url = self._url("audio/transcriptions")
+        form = aiohttp.FormData()
+        form.add_field("model", self.upstream_model)
+        for name in ("language", "prompt"):
+            if value := getattr(req, name):
+                form.add_field(name, value)
+        if req.HasField("temperature"):
+            form.add_field("temperature", f"{req.temperature:g}")
+        form.add_field("response_format", "json")
+        ext = audio.EXTENSION_OF.get(req.mime_type, "bin")
+        form.add_field("file", req.audio, content_type=req.mime_type or None,
+                       filename=req.filename or f"audio.{ext}")
+        data = await request_json(self.sessions.get(url), "POST", url, call, data=form,
+                                  api_key=self._api_key, headers={"Accept": "application/json"})
+        return tasks_wire.transcription(data, req.model)
+
+    async def speech(self, req: pb.SpeechRequest, call: Call) -> pb.SpeechResponse:
+        url = self._url("audio/speech")
+        fmt = req.response_format or "mp3"
+        body: dict[str, Any] = {"model": self.upstream_model, "input": req.input,
+                                "voice": req.voice or "alloy", "response_format": fmt}
+        if req.HasField("speed"):
+            body["speed"] = round(req.speed, 4)
+        if req.instructions:
+            body["instructions"] = req.instructions
+        if req.HasField("params"):
+            body.update(wire.struct_to_dict(req.params))
+        data = await request_bytes(
+            self.sessions.get(url), "POST", url, call, json_body=body, api_key=self._api_key,
+            headers={"Content-Type": "application/json", "Accept": "application/octet-stream"})
+        if not data:
+            raise UpstreamError("upstream answered speech with no audio", kind="protocol")
+        return pb.SpeechResponse(audio=data,
+                                 mime_type=tasks_wire.SPEECH_MIME.get(fmt, "audio/mpeg"))
+
+    async def image(self, req: pb.ImageRequest, call: Call) -> pb.ImageResponse:
+        url = self._url("images/generations")
+        body: dict[str, Any] = {"model": self.upstream_model, "prompt": req.prompt}
+        if req.HasField("n"):
+            body["n"] = req.n
+        if req.size:
+            body["size"] = req.size
+        if self.options.image_response_format:
+            body["response_format"] = self.options.image_response_format
+        if req.HasField("params"):
+            body.update(wire.struct_to_dict(req.params))
+        data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
+                                  api_key=self._api_key)
+        resp = pb.ImageResponse()
+        with tasks_wire.reading("images"):
+            resp.created = int(data.get("created") or time.time())
+            items = data["data"]
+            if not isinstance(items, list) or not items:
+                raise ValueError("no images")
+        for item in items:
+            with tasks_wire.reading("images"):
+                link = item.get("url") if not item.get("b64_json") else None
+                revised = str(item.get("revised_prompt") or "")
+            if link:
+                raw = await request_bytes(self.sessions.get(link), "GET", link, call,
+                                          headers={"Accept": "image/*"})
+            else:
+                with tasks_wire.reading("images"):
+                    raw = tasks_wire.b64_bytes(item["b64_json"])
+            with tasks_wire.reading("an image"):
+                mime = tasks_wire.image_mime(raw)
+            resp.images.add(data=raw, mime_type=mime, revised_prompt=revised)
+        return resp

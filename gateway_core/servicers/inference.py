@@ -14,6 +14,7 @@ from typing import Any
 from grpc import aio
 
 from gateway_common.config import LimitsConfig
+from gateway_core import audio, templates
 from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
 from gateway_core.providers.base import Call
@@ -78,7 +79,18 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     def __init__(self, registry: ModelRegistry, limits: LimitsConfig | None = None) -> None:
         self.registry = registry
-        self.max_prompt_chars = (limits or LimitsConfig()).max_prompt_chars
+        limits = limits or LimitsConfig()
+        self.max_prompt_chars = limits.max_prompt_chars
+        self.max_upload_bytes = limits.max_upload_bytes
+        self.templates = templates.TemplateRenderer(limits.max_template_bytes,
+                                                    limits.template_timeout_seconds)
+
+    async def _templated(self, request: pb.ChatRequest) -> pb.CompletionRequest:
+        """A chat with a custom template becomes a completion of the rendered prompt."""
+        prompt = await self.templates.render(
+            request.chat_template, templates.messages_for_template(request.messages))
+        check_prompt(len(prompt), self.max_prompt_chars)
+        return templates.completion_request(request, prompt)
 
     def _route(self, model: str, task: str, context: Ctx) -> tuple[ModelEntry, Call]:
         entry = self.registry.resolve(model, task, endpoint_of(context))
@@ -88,7 +100,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
-        result = await entry.provider.chat(request, call)
+        if request.chat_template:
+            completion = await self._templated(request)
+            result = templates.chat_response(await entry.provider.complete(completion, call))
+        else:
+            result = await entry.provider.chat(request, call)
         _report(context, call)
         return result
 
@@ -97,8 +113,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.ChatChunk]:
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
-        async for chunk in entry.provider.chat_stream(request, call):
-            yield chunk
+        if request.chat_template:
+            completion = await self._templated(request)
+            first = True
+            async for piece in entry.provider.complete_stream(completion, call):
+                yield templates.chat_chunk(piece, first)
+                first = False
+        else:
+            async for chunk in entry.provider.chat_stream(request, call):
+                yield chunk
         _report(context, call)
 
     async def Complete(self, request: pb.CompletionRequest, context: Ctx) -> pb.CompletionResponse:
@@ -145,6 +168,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self, request: pb.TranscribeRequest, context: Ctx
     ) -> pb.TranscribeResponse:
         entry, call = self._route(request.model, "transcription", context)
+        request.mime_type = audio.check_audio(request.mime_type, request.filename, request.audio,
+                                              self.max_upload_bytes)
         result = await entry.provider.transcribe(request, call)
         _report(context, call)
         return result
@@ -154,22 +179,30 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> pb.TranscribeResponse:
         header: pb.TranscribeRequest | None = None
         pieces: list[bytes] = []
+        size = 0
         async for chunk in request_iterator:
             if chunk.HasField("header"):
                 if header is not None:
                     raise InvalidRequest("only the first TranscribeChunk may carry a header")
                 header = chunk.header
-                if header.audio:
-                    pieces.append(header.audio)
+                # Refuse a wrong model or type before the audio is sent.
+                self.registry.resolve(header.model, "transcription", endpoint_of(context))
+                audio.check_type(header.mime_type, header.filename)
+                piece = header.audio
             elif header is None:
                 raise InvalidRequest("the first TranscribeChunk must carry the header")
             else:
-                pieces.append(chunk.audio)
+                piece = chunk.audio
+            if piece:
+                size += len(piece)
+                audio.check_size(size, self.max_upload_bytes)
+                pieces.append(piece)
         if header is None:
             raise InvalidRequest("the stream carried no TranscribeChunk")
         request = pb.TranscribeRequest()
         request.CopyFrom(header)
         request.audio = b"".join(pieces)
+        pieces.clear()
         return await self.Transcribe(request, context)
 
     async def GetSpeechSchema(

@@ -1,0 +1,123 @@
+"""The ``openai`` dialect's non-chat tasks: ``/v1/embeddings``, ``/v1/rerank``,
+``/v1/audio/transcriptions`` (multipart), ``/v1/audio/speech`` (raw audio back) and
+``/v1/images/generations``. Handlers translate (``tasks_wire``) and call the core; errors are
+rendered in OpenAI's shape by the ``OPENAI`` dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+from grpc import aio
+
+from http_edge.body import read_object
+from http_edge.core_client import upstream_seconds
+from http_edge.dialects import tasks_wire as wire
+from http_edge.dialects.openai import OPENAI
+from http_edge.errors import EdgeError
+from http_edge.routing import add_routes, json_response, unary
+from http_edge.state import CONFIG, CORE, STATE
+from http_edge.upload import Upload, read_upload
+from inference_gateway.v1 import inference_pb2 as pb
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class _Call(Awaitable[T_co], Protocol[T_co]):
+    async def trailing_metadata(self) -> aio.Metadata | None: ...
+
+
+def _start(request: web.Request, task: str, model: str) -> tuple[float, Any]:
+    core = request.app[CORE]
+    state = request[STATE]
+    state.task, state.model = task, core.label_for(model)
+    return core.options(request)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
+    req, encoding = wire.embed_request(body)
+    timeout, md = _start(request, "embedding", req.model)
+    resp = await unary(request, request.app[CORE].inference.Embed(req, timeout=timeout,
+                                                                  metadata=md))
+    request[STATE].prompt_tokens = resp.usage.prompt_tokens
+    return json_response(wire.embed_response(resp, encoding))
+
+
+async def rerank(request: web.Request) -> web.Response:
+    body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
+    req = wire.rerank_request(body)
+    timeout, md = _start(request, "rerank", req.model)
+    resp = await unary(request, request.app[CORE].inference.Rerank(req, timeout=timeout,
+                                                                   metadata=md))
+    return json_response(wire.rerank_response(resp, request[STATE].request_id))
+
+
+async def transcribe_upload(request: web.Request, up: Upload,
+                            header: pb.TranscribeRequest) -> pb.TranscribeResponse:
+    """Send an upload to the core as a client stream: the header, then the chunks as read.
+
+    The chunks are handed over one by one and dropped once sent, so the edge never joins them.
+    """
+    timeout, md = _start(request, "transcription", header.model)
+    chunks = up.chunks
+
+    async def messages() -> AsyncIterator[pb.TranscribeChunk]:
+        yield pb.TranscribeChunk(header=header)
+        for i, chunk in enumerate(chunks):
+            chunks[i] = b""
+            yield pb.TranscribeChunk(audio=chunk)
+
+    call = request.app[CORE].inference.TranscribeStream(messages(), timeout=timeout, metadata=md)
+    resp: pb.TranscribeResponse = await finish(request, call)
+    return resp
+
+
+async def finish(request: web.Request, call: _Call[Any]) -> Any:
+    """Await any single-answer core call and note the upstream's share of its time."""
+    resp = await call
+    request[STATE].upstream_seconds = upstream_seconds(await call.trailing_metadata())
+    return resp
+
+
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    up = await read_upload(request, request.app[CONFIG].limits.max_upload_bytes)
+    model = up.fields.get("model")
+    if not model:
+        raise EdgeError.bad_request("'model' is required", param="model")
+    header, fmt = wire.transcribe_header(up, model)
+    resp = await transcribe_upload(request, up, header)
+    if fmt == "text":
+        return web.Response(text=resp.text, content_type="text/plain")
+    return json_response(wire.transcription_json(resp, fmt))
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
+    req = wire.speech_request(body)
+    timeout, md = _start(request, "speech", req.model)
+    resp = await unary(request, request.app[CORE].inference.GenerateSpeech(
+        req, timeout=timeout, metadata=md))
+    return web.Response(body=resp.audio, headers={
+        "Content-Type": resp.mime_type or "application/octet-stream"})
+
+
+async def images(request: web.Request) -> web.Response:
+    body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
+    req, fmt = wire.image_request(body)
+    timeout, md = _start(request, "image", req.model)
+    resp = await unary(request, request.app[CORE].inference.GenerateImage(
+        req, timeout=timeout, metadata=md))
+    return json_response(wire.image_response(resp, fmt))
+
+
+def setup(app: web.Application) -> None:
+    add_routes(app, OPENAI, [
+        ("POST", "/v1/embeddings", embeddings),
+        ("POST", "/v1/rerank", rerank),
+        ("POST", "/v1/audio/transcriptions", transcriptions),
+        ("POST", "/v1/audio/speech", speech),
+        ("POST", "/v1/images/generations", images),
+    ])
