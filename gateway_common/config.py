@@ -301,7 +301,20 @@ def validate(config: GatewayConfig) -> GatewayConfig:
             raise ConfigError(f"listen.{name}", "must be a port number (0-65535)")
     if config.timeouts.default_seconds <= 0:
         raise ConfigError("timeouts.default_seconds", "must be greater than 0")
+    _validate_jwt(config.auth.jwt)
     return config
+
+
+def _validate_jwt(jwt: JwtConfig) -> None:
+    if not jwt.enabled:
+        return
+    if not jwt.algorithms:
+        raise ConfigError("auth.jwt.algorithms", "must name at least one of RS256, ES256, HS256")
+    if {"RS256", "ES256"} & set(jwt.algorithms) and not (jwt.public_key_file or jwt.jwks_file):
+        raise ConfigError("auth.jwt", "RS256 and ES256 need public_key_file or jwks_file")
+    if "HS256" in jwt.algorithms and not jwt.secret_env:
+        raise ConfigError("auth.jwt.secret_env", "is required for HS256 (the variable that "
+                          "holds the secret)")
 
 
 def parse_config(data: Any) -> GatewayConfig:

@@ -241,3 +241,20 @@ def test_config_without_keys_is_refused(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match="at least 32 characters"):
         JwtVerifier(JwtConfig(enabled=True, algorithms=["HS256"],
                               secret_env="IGW_TEST_JWT_SECRET"))
+
+
+@pytest.mark.parametrize(
+    ("jwt_config", "expected"),
+    [
+        ({"enabled": True, "algorithms": []}, "auth.jwt.algorithms: must name"),
+        ({"enabled": True, "algorithms": ["RS256"]}, "auth.jwt: RS256 and ES256 need"),
+        ({"enabled": True, "algorithms": ["HS256"]}, "auth.jwt.secret_env: is required"),
+        ({"enabled": True, "algorithms": ["none"]}, "auth.jwt.algorithms[0]: must be one of"),
+    ],
+)
+def test_check_config_names_the_bad_jwt_key(jwt_config: dict[str, Any], expected: str) -> None:
+    from gateway_common.config import parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"auth": {"jwt": jwt_config}})
+    assert expected in str(info.value)
