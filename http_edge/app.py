@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from gateway_common.config import GatewayConfig
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin
-from http_edge.dialects import endpoint, mlflow, openai, openai_tasks, tgi, unified
+from http_edge.dialects import endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
 from http_edge.middlewares import context_middleware, error_middleware, metrics_middleware
 from http_edge.routing import add_routes, json_response
 from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
@@ -73,6 +73,7 @@ def create_app(config: GatewayConfig, core_address: str | None = None) -> web.Ap
     admin.setup(app)
     openai.setup(app)
     openai_tasks.setup(app)
+    oicm.setup(app)
     endpoint.setup(app)
     mlflow.setup(app)
     unified.setup(app)
