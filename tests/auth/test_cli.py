@@ -152,8 +152,9 @@ async def _read_until(proc: asyncio.subprocess.Process, marker: str) -> str:
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
     proc.send_signal(signal.SIGTERM)
-    out = await asyncio.wait_for(proc.stdout.read(), 15)  # type: ignore[union-attr]
+    out = await asyncio.wait_for(proc.stdout.read(), 15)
     assert await asyncio.wait_for(proc.wait(), 15) == 0
     return out.decode()
 
