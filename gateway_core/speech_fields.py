@@ -94,7 +94,8 @@ def field_values(values: dict[str, Any], text: str, fields: list[pb.SpeechField]
             values.pop(f.name, None)
             continue
         if not _fits(value, f.type):
-            raise InvalidRequest(f"'{f.name}' must be a {f.type}")
+            article = "an" if f.type == "integer" else "a"
+            raise InvalidRequest(f"'{f.name}' must be {article} {f.type}")
         if f.type == "integer":
             values[f.name] = int(value)
     return values

@@ -1,5 +1,5 @@
 """Providers: one module per kind of upstream, registered by name (see ``base.register``)."""
 
-from gateway_core.providers import mock, openai_compat
+from gateway_core.providers import generic_http, mlflow_serving, mock, openai_compat, tei, tgi
 
-__all__ = ["mock", "openai_compat"]
+__all__ = ["generic_http", "mlflow_serving", "mock", "openai_compat", "tei", "tgi"]
