@@ -45,6 +45,12 @@ TaskName = Literal[
 ]
 
 
+# The model names TGI clients send ("tgi"; huggingface_hub's InferenceClient sends "dummy" when
+# given a URL and no model): they route to ``tgi_model``, as TGI serves one model, unless a
+# configured model has the name.
+TGI_NAMES = ("tgi", "dummy")
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; ``path`` names the key (``models[0].task``)."""
 
@@ -173,6 +179,15 @@ class GatewayConfig:
             if m.id == model_id or model_id in m.aliases:
                 return m
         return None
+
+    def model_names(self) -> dict[str, str]:
+        """Every name that routes to a model (ids, aliases, the TGI names) → the model's id."""
+        names = {name: m.id for m in self.models for name in (m.id, *m.aliases)}
+        tgi = self.model(self.tgi_model) if self.tgi_model is not None else None
+        if tgi is not None:
+            for name in TGI_NAMES:
+                names.setdefault(name, tgi.id)
+        return names
 
 
 def _type_name(tp: Any) -> str:

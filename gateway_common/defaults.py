@@ -27,6 +27,7 @@ def default_config_data() -> dict[str, Any]:
     return {
         "models": [{**m, "provider": "mock"} for m in MOCK_MODELS],
         "endpoints": {"mock": ["mock-chat", "mock-completion"]},
+        "tgi_model": "mock-chat",
     }
 
 

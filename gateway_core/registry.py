@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from gateway_common.config import ConfigError, GatewayConfig, ModelConfig
+from gateway_common.config import TGI_NAMES, ConfigError, GatewayConfig, ModelConfig
 from gateway_core.errors import ModelNotFound, NotFound, TaskMismatch
 from gateway_core.providers.base import (
     Provider,
@@ -33,10 +33,6 @@ TASK_NAME = {v: k for k, v in TASK_ENUM.items()}
 
 # Requests of a task that a model of another task also serves: an LLM does chat and completion.
 _ALSO_SERVES = {"chat": {"completion"}, "completion": {"chat"}}
-
-# The model names TGI clients send ("tgi"; huggingface_hub's InferenceClient sends "dummy" when
-# given a URL and no model); they route to config ``tgi_model``, as TGI serves one model.
-TGI_NAMES = ("tgi", "dummy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,8 +58,7 @@ class CoreClient:
         self.models = pb_grpc.ModelsStub(self.channel)
         self.admin = apb_grpc.AdminStub(self.channel)
         # name or alias → model id, as last read from the core (from config until then).
-        self.model_names: dict[str, str] = {
-            name: m.id for m in config.models for name in (m.id, *m.aliases)}
+        self.model_names: dict[str, str] = config.model_names()
         self._refresher: asyncio.Task[None] | None = None
         self.default_timeout = config.timeouts.max_seconds
 

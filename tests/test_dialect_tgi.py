@@ -13,6 +13,7 @@ import openai
 import orjson
 import pytest
 import text_generation
+from prometheus_client.parser import text_string_to_metric_families
 from text_generation import errors as tg_errors
 
 from tests.conftest import Gateway, GatewayFactory, base_config
@@ -261,3 +262,19 @@ async def test_stream_ending_on_an_empty_chunk_ends_with_a_special_token(
     assert evs[-1]["token"] == {"id": 0, "text": "", "logprob": None, "special": True}
     assert evs[-1]["generated_text"] == "This is a mock reply to: ping"
     assert all(not e["token"]["special"] for e in evs[:-1])
+
+
+async def test_metrics_count_tgi_requests_under_the_tgi_model(gw: Gateway) -> None:
+    labels = {"dialect": "tgi", "task": "completion", "model": "fake-chat", "code": "200"}
+
+    async def count() -> float:
+        _, _, data = await raw(gw, "GET", "/metrics")
+        for family in text_string_to_metric_families(data.decode()):
+            for sample in family.samples:
+                if sample.name == "gateway_requests_total" and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+    before = await count()
+    status, _, _ = await raw(gw, "POST", "/generate", {"inputs": "x"})
+    assert status == 200 and await count() == before + 1
