@@ -60,6 +60,7 @@ REASON_TABLE: dict[str, ErrorKind] = {
     "upstream_timeout": ErrorKind(504, "timeout_error", "timeout", retry=False),
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
     "overloaded": ErrorKind(503, "overloaded_error", "overloaded"),
+    "auth_store_unavailable": ErrorKind(503, "service_unavailable", "auth_store_unavailable"),
 }
 
 # HTTP status → kind, for errors the edge raises itself.
