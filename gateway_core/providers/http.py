@@ -162,6 +162,7 @@ async def stream_sse(
     loop = asyncio.get_running_loop()
     started = loop.time()
     resp: aiohttp.ClientResponse | None = None
+    done = False
     try:
         resp = await session.post(
             url, data=orjson.dumps(json_body), headers=_headers(_SSE_HEADERS, call, api_key),
@@ -174,6 +175,7 @@ async def stream_sse(
                 continue  # blank lines, comments, event:/id: fields
             payload = raw[5:].strip()
             if payload == b"[DONE]":
+                done = True
                 break
             if not payload:
                 continue
@@ -194,10 +196,41 @@ async def stream_sse(
     finally:
         call.upstream_seconds += loop.time() - started
         if resp is not None:
-            # Not released for reuse: an unfinished body must drop the connection so the
-            # upstream stops generating for a caller that has gone.
+            # An unfinished body drops the connection so that the upstream stops generating for
+            # a caller that has gone; after [DONE] only the end of the body is still to come.
             with contextlib.suppress(Exception):
                 if resp.content.at_eof():
                     resp.release()
+                elif done:
+                    _finish_later(resp)
                 else:
                     resp.close()
+
+
+# Bodies that said [DONE] before their end was read (the usual case under load: the end of the
+# chunked body comes in its own packet). They are read to the end in the background, so that the
+# connection goes back to the pool instead of every stream costing a new TCP connection.
+FINISHING: set[asyncio.Task[None]] = set()
+_FINISH_SECONDS = 5.0
+
+
+def _finish_later(resp: aiohttp.ClientResponse) -> None:
+    task = asyncio.get_running_loop().create_task(_finish_body(resp))
+    FINISHING.add(task)
+    task.add_done_callback(FINISHING.discard)
+
+
+async def _finish_body(resp: aiohttp.ClientResponse) -> None:
+    ended = False
+    try:
+        async with asyncio.timeout(_FINISH_SECONDS):
+            while await resp.content.readany():
+                pass  # nothing is expected after [DONE]
+        ended = True
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    finally:
+        if ended:
+            resp.release()
+        else:
+            resp.close()

@@ -1,0 +1,97 @@
+"""The core's upstream SSE reader (``providers/http.stream_sse``) against a scripted server: events
+split anywhere across reads, and the connection going back to the pool when the body ends after
+``[DONE]``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from gateway_core.providers import http
+from gateway_core.providers.base import Call
+
+EVENTS = [{"choices": [{"index": 0, "delta": {"content": f"tok{i} é"}}]} for i in range(5)]
+BODY = b"".join(b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in EVENTS)
+
+
+@dataclass
+class Scripted:
+    """Writes ``pieces`` one write each; then waits for ``gate`` (if any) before ending the body.
+    Records the client's address of every request (one per connection used)."""
+
+    pieces: list[bytes]
+    gate: asyncio.Event | None = None
+    peers: list[Any] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in self.pieces:
+            await resp.write(piece)
+        if self.gate is not None:
+            await self.gate.wait()
+        await resp.write_eof()
+        return resp
+
+    async def start(self) -> Scripted:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        return self
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def read_all(session: aiohttp.ClientSession, server: Scripted) -> list[Any]:
+    call = Call(deadline=asyncio.get_running_loop().time() + 10)
+    return [e async for e in http.stream_sse(session, server.url, call, {"stream": True})]
+
+
+async def test_events_split_anywhere(session: aiohttp.ClientSession) -> None:
+    data = BODY + b"data: [DONE]\n\n"
+    server = await Scripted([data[i:i + 7] for i in range(0, len(data), 7)]).start()
+    try:
+        assert await read_all(session, server) == EVENTS
+    finally:
+        assert server.runner is not None
+        await server.runner.cleanup()
+
+
+async def test_connection_reused_when_the_body_ends_after_done(
+    session: aiohttp.ClientSession,
+) -> None:
+    gate = asyncio.Event()
+    server = await Scripted([BODY, b"data: [DONE]\n\n"], gate=gate).start()
+    try:
+        # The stream is over at [DONE]: the reader does not wait for the end of the body.
+        assert await read_all(session, server) == EVENTS
+        assert not gate.is_set()
+        assert len(http.FINISHING) == 1
+        gate.set()
+        await asyncio.gather(*http.FINISHING)
+        assert await read_all(session, server) == EVENTS
+        assert server.peers[0] == server.peers[1]  # the same connection, from the pool
+    finally:
+        assert server.runner is not None
+        await server.runner.cleanup()
