@@ -1,6 +1,6 @@
 """The core's upstream SSE reader (``providers/http.stream_sse``) against a scripted server: events
-split anywhere across reads, and the connection going back to the pool when the body ends after
-``[DONE]``."""
+split anywhere across reads, a last line without its newline, oversized lines, and the connection
+going back to the pool when the body ends after ``[DONE]``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from gateway_core.errors import UpstreamError
 from gateway_core.providers import http
 from gateway_core.providers.base import Call
 
@@ -73,6 +74,26 @@ async def test_events_split_anywhere(session: aiohttp.ClientSession) -> None:
     server = await Scripted([data[i:i + 7] for i in range(0, len(data), 7)]).start()
     try:
         assert await read_all(session, server) == EVENTS
+    finally:
+        assert server.runner is not None
+        await server.runner.cleanup()
+
+
+async def test_last_line_without_newline_and_no_done(session: aiohttp.ClientSession) -> None:
+    server = await Scripted([BODY, b": a comment\nevent: x\ndata: {\"last\": true}"]).start()
+    try:
+        assert await read_all(session, server) == [*EVENTS, {"last": True}]
+    finally:
+        assert server.runner is not None
+        await server.runner.cleanup()
+
+
+async def test_oversized_line_is_a_protocol_error(session: aiohttp.ClientSession) -> None:
+    server = await Scripted([b"data: " + b"x" * (http.MAX_EVENT_BYTES + 1)]).start()
+    try:
+        with pytest.raises(UpstreamError) as info:
+            await read_all(session, server)
+        assert info.value.kind == "protocol"
     finally:
         assert server.runner is not None
         await server.runner.cleanup()

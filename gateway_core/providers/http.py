@@ -2,7 +2,7 @@
 
 Each call is bounded by the request's deadline, carries ``x-request-id``, and turns every failure
 into a ``gateway_core.errors`` exception with a clear message: connection refused, a 5xx, a body
-that is not JSON, a timeout. Streams are parsed line by line as they arrive, never buffered whole;
+that is not JSON, a timeout. Streams are parsed as they arrive, never buffered whole;
 leaving the ``async for`` early (a cancelled call) closes the upstream response at once.
 """
 
@@ -146,6 +146,29 @@ async def request_bytes(
         call.upstream_seconds += loop.time() - started
 
 
+MAX_EVENT_BYTES = 1 << 20
+
+
+def _data(line: bytes) -> bytes | None:
+    """The payload of an SSE ``data:`` line; None for blank lines, comments, event:/id: fields."""
+    if not line.startswith(b"data:"):
+        return None
+    return line[5:].strip() or None
+
+
+def _event(payload: bytes) -> Any:
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("upstream sent a stream event that is not JSON",
+                            kind="protocol") from exc
+    if isinstance(data, dict) and "error" in data and "choices" not in data:
+        detail = upstream_message(payload)
+        raise UpstreamError(f"upstream failed mid-stream: {detail or 'unknown error'}",
+                            kind="status")
+    return data
+
+
 async def stream_sse(
     session: aiohttp.ClientSession,
     url: str,
@@ -170,25 +193,28 @@ async def stream_sse(
         )
         if resp.status >= 300:
             raise status_error(resp.status, await resp.read(), url)
-        async for raw in resp.content:
-            if not raw.startswith(b"data:"):
-                continue  # blank lines, comments, event:/id: fields
-            payload = raw[5:].strip()
-            if payload == b"[DONE]":
-                done = True
+        # Whatever has arrived is split into lines at once (one await per read, not per line).
+        pending = b""
+        async for block in resp.content.iter_any():
+            lines = (pending + block if pending else block).split(b"\n")
+            pending = lines.pop()  # a line not ended yet
+            if len(pending) > MAX_EVENT_BYTES:
+                raise UpstreamError(f"upstream sent a stream line longer than {MAX_EVENT_BYTES}"
+                                    " bytes", kind="protocol")
+            for raw in lines:
+                payload = _data(raw)
+                if payload is None:
+                    continue
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                yield _event(payload)
+            if done:
                 break
-            if not payload:
-                continue
-            try:
-                data = orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                raise UpstreamError("upstream sent a stream event that is not JSON",
-                                    kind="protocol") from exc
-            if isinstance(data, dict) and "error" in data and "choices" not in data:
-                detail = upstream_message(payload)
-                raise UpstreamError(f"upstream failed mid-stream: {detail or 'unknown error'}",
-                                    kind="status")
-            yield data
+        else:  # the body ended without [DONE]; its last line may lack the newline
+            payload = _data(pending)
+            if payload is not None and payload != b"[DONE]":
+                yield _event(payload)
     except TimeoutError as exc:
         raise UpstreamTimeout("the upstream did not finish before the request deadline") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
