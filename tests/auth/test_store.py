@@ -171,6 +171,8 @@ async def test_sqlite_file_is_private_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "data" / FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    signal = path.with_name(FILE_NAME + "-rev")  # the cross-process change signal
+    assert stat.S_IMODE(signal.stat().st_mode) == 0o600 and signal.stat().st_size == 8
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -200,24 +202,28 @@ async def test_postgres_refuses_a_newer_schema(pg_dsn: str) -> None:
     await newer.close()
 
 
-async def test_postgres_listener_loss_distrusts_the_cache_until_back(pg_dsn: str) -> None:
-    store = PostgresStore(pg_dsn)
+async def test_postgres_listener_loss_empties_caches_and_reconnects(pg_dsn: str) -> None:
+    store, writer = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
     await store.open()
+    await writer.open()
     try:
-        assert store.generation() is not None
-        assert store._listener is not None
-        pid = store._listener.get_server_pid()
+        old, before = store._listener, store.generation()
+        assert old is not None and before is not None
         conn = await asyncpg.connect(pg_dsn)
-        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        await conn.execute("SELECT pg_terminate_backend($1)", old.get_server_pid())
         await conn.close()
         started = time.perf_counter()
-        while store.generation() is not None:  # the loss is noticed...
-            assert time.perf_counter() - started < 5
-            await asyncio.sleep(0.01)
-        while store.generation() is None:  # ...and the listener comes back
-            assert time.perf_counter() - started < 10
-            await asyncio.sleep(0.01)
+        # Noticed, and back: a new listener, and a generation that moved (caches emptied).
+        while store._listener is old or store.generation() is None:
+            assert time.perf_counter() - started < 5, "the listener did not come back"
+            await asyncio.sleep(0.005)
+        after = store.generation()
+        assert after is not None and after != before
+        # Notifications flow again on the new connection.
+        await writer.create_token(_record()[0])
+        await _changes(store, after)
     finally:
+        await writer.close()
         await store.close()
 
 
