@@ -46,24 +46,37 @@ class StreamEncoder(Protocol):
 
 
 class _Keepalive:
-    """Writes a comment when the stream has been idle for ``interval`` seconds."""
+    """Writes a comment when the stream has been idle for ``interval`` seconds.
+
+    A timer rather than a task: most streams end before it ever fires, and a task per stream
+    (created, then cancelled) costs more than the stream's own bookkeeping.
+    """
 
     def __init__(self, resp: web.StreamResponse, interval: float) -> None:
         self.resp = resp
         self.interval = interval
         self.last = time.monotonic()
-        self.task = asyncio.create_task(self._run())
+        self.loop = asyncio.get_running_loop()
+        self.timer = self.loop.call_later(interval, self._check)
+        self.writing: asyncio.Task[None] | None = None
 
-    async def _run(self) -> None:
+    def _check(self) -> None:
+        idle = time.monotonic() - self.last
+        if idle >= self.interval:
+            if self.writing is None or self.writing.done():
+                self.writing = self.loop.create_task(self._write())
+            idle = 0.0
+        self.timer = self.loop.call_later(self.interval - idle, self._check)
+
+    async def _write(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
-            while True:
-                await asyncio.sleep(self.interval)
-                if time.monotonic() - self.last >= self.interval:
-                    await self.resp.write(KEEPALIVE)
-                    self.last = time.monotonic()
+            await self.resp.write(KEEPALIVE)
+            self.last = time.monotonic()
 
     def stop(self) -> None:
-        self.task.cancel()
+        self.timer.cancel()
+        if self.writing is not None:
+            self.writing.cancel()
 
 
 async def relay(
@@ -103,8 +116,7 @@ async def relay(
             tail = dialect.stream_error(err, state.request_id)
         finally:
             keepalive.stop()
-        await resp.write(tail)
-        await resp.write_eof()
+        await resp.write_eof(tail)  # the last frames and the end of the body in one write
         if state.error_reason is None:
             state.upstream_seconds = upstream_seconds(await call.trailing_metadata())
         return resp
