@@ -187,3 +187,24 @@ async def test_task_mismatch_names_the_task(stub: pb_grpc.InferenceAsyncStub) ->
         await stub.Embed(pb.EmbedRequest(model="mock-classifier", inputs=["x"]), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "'classification'" in (err.value.details() or "")
+
+
+def test_packed_vectors_round_trip_through_the_wire_form() -> None:
+    from gateway_core.providers import tasks_wire as core_wire
+    from http_edge.dialects import tasks_wire as edge_wire
+
+    vectors = [[0.5, -1.25, 3.0], [0.125, 2.0, -0.0], [7.0] * 300]  # float32-exact
+    resp = core_wire.embed_response("m", [core_wire.packed_vector(v) for v in vectors])
+    assert resp.model == "m" and [e.index for e in resp.embeddings] == [0, 1, 2]
+    assert [list(e.values) for e in resp.embeddings] == vectors
+    again = pb.EmbedResponse.FromString(resp.SerializeToString())
+    assert [edge_wire.vector_floats(e) for e in again.embeddings] == [
+        list(e.values) for e in resp.embeddings]
+    # A message built field by field (index set, values unpacked or packed) reads the same.
+    built = pb.Embedding(index=300, values=[1.5, 2.5])
+    assert edge_wire.vector_floats(built) == [1.5, 2.5]
+    assert edge_wire.vector_b64(built) == "AADAPwAAIEA="
+    assert core_wire.packed_vector("AADAPwAAIEA=") == struct.pack("<2f", 1.5, 2.5)
+    for bad in ([], ["x"], [None], "AAA", "not base64!"):
+        with pytest.raises((TypeError, ValueError)):
+            core_wire.packed_vector(bad)

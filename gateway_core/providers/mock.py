@@ -23,6 +23,7 @@ from gateway_core import predict_schema, speech_fields
 from gateway_core.errors import InvalidRequest
 from gateway_core.providers import mock_media as media
 from gateway_core.providers import openai_wire as wire
+from gateway_core.providers import tasks_wire
 from gateway_core.providers.base import Call, Provider, SessionPool, register
 from gateway_core.tokens import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
@@ -162,9 +163,8 @@ class MockProvider(Provider):
             if not 0 < req.dimensions <= dims:
                 raise InvalidRequest(f"'dimensions' must be between 1 and {dims} for this model")
             dims = req.dimensions
-        resp = pb.EmbedResponse(model=req.model)
-        for i, text in enumerate(req.inputs):
-            resp.embeddings.add(index=i, values=media.hash_vector(text, dims))
+        resp = tasks_wire.embed_response(
+            req.model, [tasks_wire.packed_vector(media.hash_vector(t, dims)) for t in req.inputs])
         tokens = sum(estimate_tokens(t) for t in req.inputs)
         resp.usage.prompt_tokens = resp.usage.total_tokens = tokens
         return resp

@@ -199,11 +199,16 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 pieces.append(piece)
         if header is None:
             raise InvalidRequest("the stream carried no TranscribeChunk")
-        request = pb.TranscribeRequest()
-        request.CopyFrom(header)
-        request.audio = b"".join(pieces)
+        audio_bytes = b"".join(pieces)
         pieces.clear()
-        return await self.Transcribe(request, context)
+        header.mime_type = audio.check_audio(header.mime_type, header.filename, audio_bytes,
+                                             self.max_upload_bytes)
+        header.audio = audio_bytes
+        del audio_bytes  # the message holds the audio now: one copy fewer alive
+        entry, call = self._route(header.model, "transcription", context)
+        result = await entry.provider.transcribe(header, call)
+        _report(context, call)
+        return result
 
     async def GetSpeechSchema(
         self, request: pb.SpeechSchemaRequest, context: Ctx

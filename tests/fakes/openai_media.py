@@ -24,10 +24,10 @@ from aiohttp import web
 DIM = 8
 
 
-def vector(text: str) -> list[float]:
+def vector(text: str, dim: int = DIM) -> list[float]:
     """A fixed vector per text (float32-exact values, so base64 round trips compare equal)."""
     seed = zlib.crc32(text.encode())
-    return [((seed >> (i % 24)) % 97) / 128.0 for i in range(DIM)]
+    return [((seed >> (i % 24)) % 97) / 128.0 for i in range(dim)]
 
 
 def tiny_png() -> bytes:
@@ -55,6 +55,9 @@ class Received:
 @dataclass
 class FakeOpenAIMedia:
     requests: list[Received] = field(default_factory=list)
+    # Vector length, and whether to keep what was received (off for benchmarks).
+    dim: int = DIM
+    record: bool = True
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -86,7 +89,8 @@ class FakeOpenAIMedia:
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         body: dict[str, Any] = orjson.loads(await request.read())
-        self.requests.append(Received(request.path, dict(request.headers), body))
+        if self.record:
+            self.requests.append(Received(request.path, dict(request.headers), body))
         return body
 
     @staticmethod
@@ -106,7 +110,7 @@ class FakeOpenAIMedia:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = []
         for i, text in enumerate(inputs):
-            vec = vector(text)
+            vec = vector(text, self.dim)
             emb: Any = vec
             if body.get("encoding_format") == "base64":
                 emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
@@ -135,7 +139,8 @@ class FakeOpenAIMedia:
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         files = {k: (v.filename, v.content_type, v.file.read()) for k, v in form.items()
                  if isinstance(v, web.FileField)}
-        self.requests.append(Received(request.path, dict(request.headers), fields, files))
+        if self.record:
+            self.requests.append(Received(request.path, dict(request.headers), fields, files))
         if (special := self._special(fields.get("model", ""))) is not None:
             return special
         if fields.get("model") == "bad-shape":
