@@ -191,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(config.log_level)
         try:
             _run(_serve(config, core=args.command != "edge", edge=args.command != "core"))
+        except ConfigError as exc:  # found at start (auth: keys, the admin credential, the DSN)
+            print(f"invalid config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         except OSError as exc:
             print(f"cannot start: {exc}", file=sys.stderr)
             return 1

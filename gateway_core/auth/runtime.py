@@ -100,7 +100,14 @@ async def start_auth(config: GatewayConfig, registry: ModelRegistry) -> AuthRunt
     env_admin = _env_admin(config)
     jwt = JwtVerifier(config.auth.jwt) if config.auth.jwt.enabled else None
     store = open_store(config)
-    await store.open()
+    try:
+        await store.open()
+    except (OSError, ConfigError):
+        await store.close()
+        raise
+    except Exception as exc:  # a newer schema, a corrupt file, a refused login: say so, briefly
+        await store.close()
+        raise OSError(f"cannot open the token store ({store.kind}): {exc}") from exc
     try:
         admin_secret = None if env_admin else new_admin_secret()
         models = tuple(e.id for e in registry.entries()) or (ALL_MODELS,)

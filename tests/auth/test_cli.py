@@ -185,3 +185,22 @@ async def test_serve_prints_the_fresh_stores_credentials_once(tmp_path: Path) ->
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_serve_reports_auth_start_problems_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    ports = ("--http-port", str(closed_port()), "--grpc-port", str(closed_port()))
+    d = ("--data-dir", str(tmp_path / "data"))
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "short")
+    assert main(["serve", *d, *ports]) == 2
+    assert "GATEWAY_ADMIN_TOKEN must hold at least 16" in capsys.readouterr().err
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN")
+    assert run(capsys, "list", *d)[0] == 0  # creates the store
+    with sqlite3.connect(tmp_path / "data" / "gateway.sqlite3") as conn:
+        conn.execute("PRAGMA user_version = 7")
+    assert main(["serve", *d, *ports]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the token store (sqlite)" in err and "Traceback" not in err
