@@ -208,3 +208,44 @@ def test_packed_vectors_round_trip_through_the_wire_form() -> None:
     for bad in ([], ["x"], [None], "AAA", "not base64!"):
         with pytest.raises((TypeError, ValueError)):
             core_wire.packed_vector(bad)
+
+
+async def test_chat_template_over_grpc(stub: pb_grpc.InferenceAsyncStub) -> None:
+    req = pb.ChatRequest(model="mock-chat", chat_template="Q: {{ messages[-1].content }} A:",
+                         messages=[pb.ChatMessage(role="user", content="capital of UAE?")])
+    resp = await stub.Chat(req, timeout=5)
+    assert resp.choices[0].message.content == "This is a mock reply to: Q: capital of UAE? A:"
+    assert resp.choices[0].message.role == "assistant"
+    chunks = [c async for c in stub.ChatStream(req, timeout=5)]
+    assert "".join(ch.delta.content for c in chunks for ch in c.choices) == \
+        resp.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].HasField("usage")
+    bad = pb.ChatRequest(model="mock-chat", chat_template="{% if %}",
+                         messages=[pb.ChatMessage(role="user", content="x")])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Chat(bad, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not valid Jinja" in (err.value.details() or "")
+
+
+async def test_transcribe_stream_refuses_early(stub: pb_grpc.InferenceAsyncStub) -> None:
+    sent = 0
+
+    async def chunks(kind: str, pieces: int) -> AsyncIterator[pb.TranscribeChunk]:
+        nonlocal sent
+        yield pb.TranscribeChunk(header=pb.TranscribeRequest(model="mock-transcription",
+                                                             mime_type=kind))
+        for _ in range(pieces):
+            sent += 1
+            yield pb.TranscribeChunk(audio=b"\0" * 1024 * 1024)
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.TranscribeStream(chunks("text/html", 3), timeout=5)
+    assert dict(err.value.trailing_metadata() or ())["igw-reason"] == "unsupported_media_type"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.TranscribeStream(chunks("audio/wav", 40), timeout=10)
+    assert dict(err.value.trailing_metadata() or ())["igw-reason"] == "payload_too_large"
+    assert sent < 40  # refused once past the 25 MB default, not after the whole stream
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.TranscribeStream(chunks("audio/wav", 0), timeout=5)
+    assert "empty" in (err.value.details() or "")
