@@ -19,6 +19,7 @@ import grpc
 from grpc import aio
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
+from gateway_common.metrics import child
 from gateway_core.errors import REASON_KEY, GatewayError, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,8 @@ class MetricsInterceptor(BehaviorInterceptor):
 
     def _observe(self, method: str, started: float, context: aio.ServicerContext[Any, Any],
                  exc: BaseException | None) -> None:
-        GRPC_DURATION.labels(method).observe(time.perf_counter() - started)
-        GRPC_REQUESTS.labels(method, current_model.get() or "-", _code_of(context, exc)).inc()
+        child(GRPC_DURATION, method).observe(time.perf_counter() - started)
+        child(GRPC_REQUESTS, method, current_model.get() or "-", _code_of(context, exc)).inc()
 
     async def around_unary(
         self, method: str, behavior: UnaryBehavior, request: Any,

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from grpc import aio
 
+from gateway_common.metrics import child
 from http_edge import metrics
 from http_edge.errors import HTTP_KINDS, EdgeError, from_rpc_error
 from http_edge.state import ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
@@ -48,7 +49,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     state = request[STATE]
     if request.match_info.route.resource is None or state.dialect == "ops":
         return await handler(request)
-    gauge = metrics.IN_FLIGHT.labels(state.dialect)
+    gauge = child(metrics.IN_FLIGHT, state.dialect)
     gauge.inc()
     status = 500
     try:
@@ -61,19 +62,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         gauge.dec()
         elapsed = time.perf_counter() - request[STARTED]
-        metrics.REQUESTS.labels(state.dialect, state.task, state.model, str(status)).inc()
-        metrics.REQUEST_DURATION.labels(state.dialect, state.task, state.model).observe(elapsed)
+        child(metrics.REQUESTS, state.dialect, state.task, state.model, str(status)).inc()
+        child(metrics.REQUEST_DURATION, state.dialect, state.task, state.model).observe(elapsed)
         if state.ttft is not None:
-            metrics.TTFT.labels(state.dialect, state.model).observe(state.ttft)
+            child(metrics.TTFT, state.dialect, state.model).observe(state.ttft)
         if state.upstream_seconds is not None:
-            metrics.OVERHEAD.labels(state.dialect, state.task).observe(
+            child(metrics.OVERHEAD, state.dialect, state.task).observe(
                 max(0.0, elapsed - state.upstream_seconds))
         if state.prompt_tokens:
-            metrics.PROMPT_TOKENS.labels(state.model).inc(state.prompt_tokens)
+            child(metrics.PROMPT_TOKENS, state.model).inc(state.prompt_tokens)
         if state.completion_tokens:
-            metrics.COMPLETION_TOKENS.labels(state.model).inc(state.completion_tokens)
+            child(metrics.COMPLETION_TOKENS, state.model).inc(state.completion_tokens)
         if status >= 400 or state.error_reason:
-            metrics.ERRORS.labels(state.dialect, state.error_reason or str(status)).inc()
+            child(metrics.ERRORS, state.dialect, state.error_reason or str(status)).inc()
 
 
 def error_response(request: web.Request, err: EdgeError) -> web.Response:
