@@ -4,9 +4,9 @@ request context (id, dialect, start time) → metrics → errors → handler."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import orjson
 from aiohttp import web
@@ -36,7 +36,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[STARTED] = time.perf_counter()
     rid = request.headers.get("X-Request-Id", "")
     if not _REQUEST_ID.match(rid):
-        rid = uuid.uuid4().hex
+        rid = os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
     request[STATE] = RequestState(dialect=dialect_of(request).name, request_id=rid)
     resp = await handler(request)
     if not resp.prepared:
