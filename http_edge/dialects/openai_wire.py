@@ -274,13 +274,19 @@ def record_usage(state: RequestState, usage: pb.Usage) -> None:
 
 
 class ChatEncoder:
-    """ChatChunk → ``chat.completion.chunk`` SSE frames, the usage chunk when asked, ``[DONE]``."""
+    """ChatChunk → ``chat.completion.chunk`` SSE frames, the usage chunk when asked, ``[DONE]``.
 
-    __slots__ = ("include_usage", "state")
+    The fields around ``choices`` are the same in every chunk of a stream: their JSON is made once
+    and kept (``_head``/``_tail``), so each chunk only serializes its choices.
+    """
+
+    __slots__ = ("_head", "_key", "_tail", "include_usage", "state")
 
     def __init__(self, state: RequestState, include_usage: bool) -> None:
         self.state = state
         self.include_usage = include_usage
+        self._key: tuple[str, int, str, str] | None = None
+        self._head = self._tail = b""
 
     def _chunk(self, c: pb.ChatChunk, choices: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -292,19 +298,33 @@ class ChatEncoder:
             out["usage"] = None
         return out
 
+    def _frame(self, c: pb.ChatChunk, choices: list[dict[str, Any]]) -> bytes:
+        """``frame(orjson.dumps(self._chunk(c, choices)))``, byte for byte."""
+        key = (c.id, c.created, c.model, c.system_fingerprint)
+        if key != self._key:
+            whole = orjson.dumps(self._chunk(c, []))
+            cut = whole.index(b'"choices":[]') + len(b'"choices":')
+            self._head, self._tail = b"data: " + whole[:cut], whole[cut + 2:] + b"\n\n"
+            self._key = key
+        return self._head + orjson.dumps(choices) + self._tail
+
     def encode(self, c: pb.ChatChunk) -> bytes:
         data = b""
-        if c.choices:
+        received = c.choices
+        if received:
             choices = []
-            for ch in c.choices:
+            for i in range(len(received)):  # indexing: iterating a upb container costs more
+                ch = received[i]
+                d = ch.delta
+                content, finish = d.content, ch.finish_reason
                 # Role and tool_calls in every delta: TGI's clients require both keys.
-                delta: dict[str, Any] = {"role": ch.delta.role or "assistant"}
-                if ch.delta.content or not ch.finish_reason:
-                    delta["content"] = ch.delta.content
+                delta: dict[str, Any] = {"role": d.role or "assistant"}
+                if content or not finish:
+                    delta["content"] = content
                 delta["tool_calls"] = None
                 choices.append({"index": ch.index, "delta": delta, "logprobs": None,
-                                "finish_reason": ch.finish_reason or None})
-            data = frame(orjson.dumps(self._chunk(c, choices)))
+                                "finish_reason": finish or None})
+            data = self._frame(c, choices)
         if c.HasField("usage"):
             record_usage(self.state, c.usage)
             if self.include_usage:
