@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PREFIX = "igw_"
 ADMIN_PREFIX = "igw_admin_"
@@ -71,9 +72,9 @@ class TokenRecord:
         return "expired" if self.expired(now) else "active"
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
-    """One request as accounted: who, which model and task, how much, how it ended."""
+class UsageRecord(NamedTuple):
+    """One request as accounted: who, which model and task, how much, how it ended. A named
+    tuple, made on every request: about five times cheaper to build than a frozen dataclass."""
 
     ts: float
     token_id: str
