@@ -1,8 +1,7 @@
 """Reading a multipart upload (an audio file and a few form fields), bounded in size.
 
-The file is kept as the list of chunks the multipart reader produced, never joined: the edge sends
-them to the core as they are (``TranscribeStream``), so a large upload is not copied into one buffer
-here. Reading stops as soon as the file passes the limit (413). A request that is not
+The file is kept as the list of chunks the multipart reader produced, joined once when the message
+to the core is built. Reading stops as soon as the file passes the limit (413). A request that is not
 ``multipart/form-data`` is 415; a missing or empty file part is 400.
 """
 

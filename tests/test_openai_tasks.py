@@ -264,11 +264,18 @@ async def test_same_tasks_over_grpc(gw: Gateway, media: FakeOpenAIMedia) -> None
         assert sp.audio == SPEECH_BYTES and sp.mime_type == "audio/ogg"
         im = await stub.GenerateImage(pb.ImageRequest(model="up-image", prompt="p"), timeout=5)
         assert im.images[0].data == tiny_png() and im.images[0].mime_type == "image/png"
+        at_limit = await stub.Transcribe(pb.TranscribeRequest(
+            model="up-whisper", audio=b"x" * LIMIT, mime_type="audio/wav"), timeout=5)
+        assert at_limit.text == f"heard {LIMIT} bytes"
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Transcribe(pb.TranscribeRequest(model="up-whisper", audio=b"x" * (LIMIT + 1),
                                                        mime_type="audio/wav"), timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert dict(err.value.trailing_metadata() or ())["igw-reason"] == "payload_too_large"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Transcribe(pb.TranscribeRequest(model="up-whisper", mime_type="audio/wav"),
+                                  timeout=5)
+        assert "empty" in (err.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Transcribe(pb.TranscribeRequest(model="up-whisper", audio=b"abc",
                                                        mime_type="image/png"), timeout=5)

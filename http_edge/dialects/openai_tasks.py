@@ -6,7 +6,7 @@ rendered in OpenAI's shape by the ``OPENAI`` dialect.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -57,20 +57,16 @@ async def rerank(request: web.Request) -> web.Response:
 
 async def transcribe_upload(request: web.Request, up: Upload,
                             header: pb.TranscribeRequest) -> pb.TranscribeResponse:
-    """Send an upload to the core as a client stream: the header, then the chunks as read.
+    """Send an upload to the core in one message.
 
-    The chunks are handed over one by one and dropped once sent, so the edge never joins them.
+    The chunks are joined once, straight into the message's bytes (a client stream would copy
+    every chunk in the core again to join them, and cost a message per chunk); the core checks
+    the type and size without reading the audio out of the message.
     """
     timeout, md = _start(request, "transcription", header.model)
-    chunks = up.chunks
-
-    async def messages() -> AsyncIterator[pb.TranscribeChunk]:
-        yield pb.TranscribeChunk(header=header)
-        for i, chunk in enumerate(chunks):
-            chunks[i] = b""
-            yield pb.TranscribeChunk(audio=chunk)
-
-    call = request.app[CORE].inference.TranscribeStream(messages(), timeout=timeout, metadata=md)
+    header.audio = b"".join(up.chunks)
+    up.chunks.clear()
+    call = request.app[CORE].inference.Transcribe(header, timeout=timeout, metadata=md)
     resp: pb.TranscribeResponse = await finish(request, call)
     return resp
 
