@@ -6,14 +6,11 @@ rendered in OpenAI's shape by the ``OPENAI`` dialect.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from aiohttp import web
-from grpc import aio
 
 from http_edge.body import read_object
-from http_edge.core_client import upstream_seconds
 from http_edge.dialects import tasks_wire as wire
 from http_edge.dialects.openai import OPENAI
 from http_edge.errors import EdgeError
@@ -21,12 +18,6 @@ from http_edge.routing import add_routes, json_response, unary
 from http_edge.state import CONFIG, CORE, STATE
 from http_edge.upload import Upload, read_upload
 from inference_gateway.v1 import inference_pb2 as pb
-
-T_co = TypeVar("T_co", covariant=True)
-
-
-class _Call(Awaitable[T_co], Protocol[T_co]):
-    async def trailing_metadata(self) -> aio.Metadata | None: ...
 
 
 def _start(request: web.Request, task: str, model: str) -> tuple[float, Any]:
@@ -66,16 +57,8 @@ async def transcribe_upload(request: web.Request, up: Upload,
     timeout, md = _start(request, "transcription", header.model)
     header.audio = b"".join(up.chunks)
     up.chunks.clear()
-    call = request.app[CORE].inference.Transcribe(header, timeout=timeout, metadata=md)
-    resp: pb.TranscribeResponse = await finish(request, call)
-    return resp
-
-
-async def finish(request: web.Request, call: _Call[Any]) -> Any:
-    """Await any single-answer core call and note the upstream's share of its time."""
-    resp = await call
-    request[STATE].upstream_seconds = upstream_seconds(await call.trailing_metadata())
-    return resp
+    return await unary(request, request.app[CORE].inference.Transcribe(
+        header, timeout=timeout, metadata=md))
 
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
