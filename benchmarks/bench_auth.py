@@ -2,10 +2,11 @@
 
     python -m benchmarks.bench_auth [--requests 4000] [--rounds 20]
 
-1. Latency with auth on vs off, in the same run: two cores serving the mock models (one with auth
-   on, its SQLite store in a temporary dir; one with auth off), driven through the gRPC stub with
-   sequential unary Chat calls in alternating batches (so drift hits both alike), and the same
-   through the HTTP edge. Reports p50/p90 and the difference at p50 (target: at most 0.2 ms).
+1. Latency with auth on vs off, in the same run: two ``inference-gateway serve`` processes serving
+   the mock models (one with auth on, its SQLite store in a temporary dir; one with auth off),
+   driven through the gRPC stub with sequential unary Chat calls in alternating batches (so drift
+   hits both alike), and the same through the HTTP edge. Reports p50/p90 and the difference at
+   p50 (target: at most 0.2 ms).
    Also the hot path alone: ``Authenticator.authenticate`` on a cached token.
 2. Revocation visibility: a second core in another process on the same SQLite file; after each
    revocation made through the first core, the time until the second refuses the token
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -37,6 +39,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway_common.config import parse_config
 from gateway_common.defaults import MOCK_MODELS
+from gateway_core.auth.authenticator import Authenticator
+from gateway_core.auth.service import make_token
+from gateway_core.auth.sqlite_store import SqliteStore
 from gateway_core.server import CoreHandle, start_core
 from http_edge.app import EdgeHandle, start_edge
 from inference_gateway.v1 import admin_pb2 as apb
@@ -46,6 +51,7 @@ from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 
 Md = tuple[tuple[str, str], ...]
 REQUEST = pb.ChatRequest(model="mock-chat", messages=[pb.ChatMessage(role="user", content="hi")])
+TICK = os.sysconf("SC_CLK_TCK")
 BODY = orjson.dumps({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]})
 
 
@@ -65,6 +71,7 @@ def pct(values: list[float], q: float) -> float:
 
 @contextlib.asynccontextmanager
 async def gateway(data_dir: str | None) -> AsyncIterator[tuple[CoreHandle, EdgeHandle]]:
+    """Core and edge in this process (for the PostgreSQL replicas)."""
     config = parse_config(config_data(data_dir))
     core = await start_core(config, host="127.0.0.1", port=0)
     edge = await start_edge(config, host="127.0.0.1", port=0,
@@ -76,14 +83,40 @@ async def gateway(data_dir: str | None) -> AsyncIterator[tuple[CoreHandle, EdgeH
         await core.stop(0)
 
 
+@contextlib.asynccontextmanager
+async def serve(tmp: str, name: str, data_dir: str | None
+                ) -> AsyncIterator[tuple[int, int, str, int]]:
+    """``inference-gateway serve`` in its own process: (gRPC port, HTTP port, stdout so far,
+    pid)."""
+    path = Path(tmp) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config_data(data_dir)))
+    grpc_port, http_port = _free_port(), _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway_common.cli", "serve", "--config", str(path),
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        out = (await asyncio.wait_for(proc.stdout.readuntil(b"HTTP edge"), 30)).decode()
+        if data_dir is not None:
+            out += (await asyncio.wait_for(proc.stdout.readuntil(b"try: curl"), 30)).decode()
+        await _wait_serving(f"127.0.0.1:{grpc_port}")
+        yield grpc_port, http_port, out, proc.pid
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 async def latency(requests: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with gateway(tmp) as (on_core, on_edge), gateway(None) as (off_core, off_edge):
-            assert on_core.auth is not None and on_core.auth.bootstrap.token_secret is not None
-            token = on_core.auth.bootstrap.token_secret
+        async with serve(tmp, "on", tmp) as (on_grpc, on_http, printed, on_pid), \
+                serve(tmp, "off", None) as (off_grpc, off_http, _, off_pid):
+            found = re.search(r"access token\s+(igw_\S+)", printed)
+            assert found is not None, printed
+            token = found.group(1)
             md: Md = (("authorization", f"Bearer {token}"),)
-            on_ch = grpc.aio.insecure_channel(f"127.0.0.1:{on_core.port}")
-            off_ch = grpc.aio.insecure_channel(f"127.0.0.1:{off_core.port}")
+            on_ch = grpc.aio.insecure_channel(f"127.0.0.1:{on_grpc}")
+            off_ch = grpc.aio.insecure_channel(f"127.0.0.1:{off_grpc}")
             on_stub, off_stub = pb_grpc.InferenceStub(on_ch), pb_grpc.InferenceStub(off_ch)
 
             async def grpc_on() -> None:
@@ -104,32 +137,55 @@ async def latency(requests: int) -> None:
                                 raise RuntimeError(f"HTTP {r.status}")
                     return call
 
-                await compare("gRPC Chat", grpc_on, grpc_off, requests)
-                await compare("HTTP /v1/chat/completions", http_call(on_edge.port),
-                              http_call(off_edge.port), requests // 2)
+                await compare("gRPC Chat", grpc_on, grpc_off, requests, (on_pid, off_pid))
+                await compare("HTTP /v1/chat/completions", http_call(on_http),
+                              http_call(off_http), requests // 2, (on_pid, off_pid))
             await on_ch.close()
             await off_ch.close()
+    await hot_path()
 
-            auth = on_core.auth.authenticator
-            n = 50_000
-            started = time.perf_counter()
-            for _ in range(n):
-                await auth.authenticate(md)
-            per_call = (time.perf_counter() - started) / n
-            gen_started = time.perf_counter()
-            for _ in range(n):
-                on_core.auth.store.generation()
-            per_gen = (time.perf_counter() - gen_started) / n
-            print(f"  hot path alone: authenticate() on a cached token {per_call * 1e6:.1f} µs "
-                  f"(of which the store's change check {per_gen * 1e6:.1f} µs)")
+
+async def hot_path() -> None:
+    """``Authenticator.authenticate`` alone on a cached token, and the change check in it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(tmp)
+        await store.open()
+        record, secret = make_token("bench", ("*",), None)
+        await store.create_token(record)
+        auth = Authenticator(store, None, cache_seconds=60)
+        md: Md = (("authorization", f"Bearer {secret}"),)
+        await auth.authenticate(md)
+        n = 50_000
+        started = time.perf_counter()
+        for _ in range(n):
+            await auth.authenticate(md)
+        per_call = (time.perf_counter() - started) / n
+        started = time.perf_counter()
+        for _ in range(n):
+            store.generation()
+        per_gen = (time.perf_counter() - started) / n
+        await store.close()
+    print(f"  hot path alone: authenticate() on a cached token {per_call * 1e6:.1f} µs "
+          f"(of which the store's change check {per_gen * 1e6:.2f} µs)")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def compare(name: str, on: Callable[[], Awaitable[None]],
-                  off: Callable[[], Awaitable[None]], requests: int) -> None:
+                  off: Callable[[], Awaitable[None]], requests: int, pids: tuple[int, int]
+                  ) -> None:
+    """Wall time per request (p50, p90) and the server process's CPU per request: CPU does
+    not depend on how busy the machine's other processes keep the cores."""
     for call in (on, off):  # warm-up
         for _ in range(200):
             await call()
     times: dict[str, list[float]] = {"on": [], "off": []}
+    cpu = {"on": 0.0, "off": 0.0}
+    pid_of = {"on": pids[0], "off": pids[1]}
     paired: list[float] = []  # per batch pair: median(on) - median(off), robust to drift
     batch = 100
     for i in range(0, requests, batch):
@@ -138,19 +194,24 @@ async def compare(name: str, on: Callable[[], Awaitable[None]],
         medians: dict[str, float] = {}
         for label, call in order:
             run: list[float] = []
+            cpu_before = cpu_seconds(pid_of[label])
             for _ in range(batch):
                 started = time.perf_counter()
                 await call()
                 run.append(time.perf_counter() - started)
+            cpu[label] += cpu_seconds(pid_of[label]) - cpu_before
             times[label].extend(run)
             medians[label] = statistics.median(run)
         paired.append(medians["on"] - medians["off"])
+    n = len(times["on"])
     p50_on, p50_off = pct(times["on"], 0.5), pct(times["off"], 0.5)
     print(f"  {name}: auth on p50 {p50_on * 1e3:.3f} ms p90 {pct(times['on'], 0.9) * 1e3:.3f} "
           f"ms | auth off p50 {p50_off * 1e3:.3f} ms p90 {pct(times['off'], 0.9) * 1e3:.3f} ms "
           f"(n={len(times['on'])} each)\n"
           f"      added at p50: {(p50_on - p50_off) * 1e3:+.3f} ms; median of paired batch "
-          f"differences {statistics.median(paired) * 1e3:+.3f} ms")
+          f"differences {statistics.median(paired) * 1e3:+.3f} ms\n"
+          f"      server CPU per request: on {cpu['on'] / n * 1e3:.3f} ms, off "
+          f"{cpu['off'] / n * 1e3:.3f} ms, added {(cpu['on'] - cpu['off']) / n * 1e3:+.3f} ms")
 
 
 async def _wait_serving(target: str) -> None:
