@@ -19,8 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway_common.config import GatewayConfig
 from http_edge.core_client import CoreClient
-from http_edge.dialects import admin
-from http_edge.dialects import endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
+from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
 from http_edge.middlewares import context_middleware, error_middleware, metrics_middleware
 from http_edge.routing import add_routes, json_response
 from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
