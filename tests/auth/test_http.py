@@ -92,6 +92,9 @@ async def test_each_dialect_answers_in_its_own_shape(
         ("endpoint", "POST", "/v2/ep1/openai/v1/chat/completions", CHAT),
         ("unified", "POST", "/v1/inference/chat", CHAT),
         ("tgi", "POST", "/generate", {"inputs": "hi"}),
+        ("oicm", "POST", "/models/mock-chat/proxy/v1/chat/completions", {"inputs": "hi"}),
+        ("oicm", "POST", "/models/mock-classifier/proxy/classify", {"inputs": "good"}),
+        ("mlflow", "POST", "/gateway/chat/invocations", {"messages": CHAT["messages"]}),
     ]
     try:
         for dialect, method, path, body in routes:
@@ -104,6 +107,8 @@ async def test_each_dialect_answers_in_its_own_shape(
             ("openai", "POST", "/v1/embeddings", {"model": "mock-embedding", "input": "x"}),
             ("unified", "POST", "/v1/inference/chat", {**CHAT, "model": "mock-completion"}),
             ("tgi", "POST", "/generate", {"inputs": "hi"}),
+            ("oicm", "POST", "/models/mock-classifier/proxy/classify", {"inputs": "good"}),
+            ("mlflow", "POST", "/gateway/embeddings/invocations", {"input": "x"}),
         ]
         for dialect, method, path, body in forbidden:
             async with http.request(method, base + path, json=body, headers=auth(chat_only)) as r:
@@ -121,6 +126,9 @@ def _assert_shape(dialect: str, body: dict[str, Any], fragment: str) -> None:
     if dialect == "tgi":
         assert isinstance(body["error"], str) and fragment in body["error"]
         assert "error_type" in body
+    elif dialect == "mlflow":
+        assert fragment in body["detail"] and body["error_code"] in (
+            "UNAUTHENTICATED", "PERMISSION_DENIED")
     elif dialect == "unified":
         assert "schema" in body and fragment in body["error"]["message"]
     else:
