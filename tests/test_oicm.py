@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import wave
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,7 +38,7 @@ SEED_TEMPLATE = """
 {{ '\\n\\nAssistant: ' }}
 {% endif %}
 {% endfor %}
-"""
+"""  # noqa: E501  (the seed's template, verbatim)
 SEED_MESSAGES = [
     {"role": "system", "content": "Be friendly"},
     {"role": "user", "content": "What's the capital of UAE?"},
@@ -258,3 +259,25 @@ async def test_task_mismatch_names_the_task(gw: Gateway) -> None:
     status, body = await post(gw, "mock-chat", "chat/completions",
                               {"inputs": "x", "bogus": 1})
     assert status == 400 and "bogus" in body["error"]["message"]
+
+
+async def test_per_model_tokens_on_the_oicm_paths(gateway_factory: GatewayFactory,
+                                                  tmp_path: Path) -> None:
+    from tests.auth.conftest import open_auth_gateway
+    from tests.auth.kit import auth_config
+
+    agw = await open_auth_gateway(gateway_factory, auth_config(tmp_path / "data"))
+    try:
+        _, predict_token = await agw.create("mock-predict")
+        base = f"{agw.gw.http}/models/mock-predict/proxy/v1/predict"
+        async with aiohttp.ClientSession() as s:
+            ok = {"Authorization": f"Bearer {predict_token}"}
+            async with s.post(base, json=[[1, 2]], headers=ok) as r:
+                assert r.status == 200 and (await r.json())["data"] == [4.0]
+            async with s.post(base, json=[[1, 2]]) as r:
+                assert r.status == 401
+            async with s.post(f"{agw.gw.http}/models/mock-chat/proxy/v1/chat/completions",
+                              json={"inputs": "hi"}, headers=ok) as r:
+                assert r.status == 403
+    finally:
+        await agw.channel.close()
