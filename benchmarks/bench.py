@@ -295,8 +295,10 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def table(res: Results) -> str:
     names = res.targets
-    others = [n for n in ("direct", "thin-proxy", "baseline") if n in names]
-    short = {"direct": "gw/direct", "thin-proxy": "gw/thin", "baseline": "gw/base"}
+    short = {"direct": "gw/direct", "thin-proxy": "gw/thin"}
+    short.update({n: "gw/" + n.replace("baseline", "base") for n in names
+                  if n.startswith("baseline")})
+    others = [n for n in short if n in names]
     width = 34
     head = (f"{'':{width}}" + "".join(f"{n:>13}" for n in names)
             + "".join(f"{short[o]:>11}" for o in others))
@@ -414,12 +416,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the non-streaming throughput runs")
     p.add_argument("--no-stream-throughput", dest="stream_throughput", action="store_false",
                    help="skip the streaming throughput runs")
-    p.add_argument("--baseline", metavar="DIR", type=Path,
+    p.add_argument("--baseline", metavar="DIR", type=Path, action="append", default=[],
                    help="also run the gateway from this source tree (e.g. a `git archive` of an"
-                        " older commit) as target 'baseline', for before/after in one run")
+                        " older commit) as target 'baseline', for before/after in one run;"
+                        " repeat for 'baseline2', ...")
     p.add_argument("--targets", metavar="NAMES",
                    help="comma-separated subset of: direct, thin-proxy, gateway, gateway-mock,"
-                        " baseline (default: all that are started)")
+                        " baseline, baseline2, ... (default: all that are started)")
     p.add_argument("--gateway-env", metavar="KEY=VALUE", action="append", default=[],
                    help="environment of the 'gateway' process (not the baseline's); repeatable")
     p.add_argument("--split", action="store_true",
@@ -451,12 +454,12 @@ async def run(args: argparse.Namespace) -> Results:
             if args.mock:
                 targets.append(Target("gateway-mock", gw_url, "bench-mock", "bench-mock",
                                       gw_pids))
-            if args.baseline:
+            for i, tree in enumerate(args.baseline, 1):
+                name = "baseline" if i == 1 else f"baseline{i}"
                 base_url, base_pids = await start_gateway(
-                    procs, f"{upstream}/v1", split=args.split, name="baseline",
-                    source=args.baseline.resolve())
-                log(f"baseline gateway from {args.baseline} at {base_url} (pids {base_pids})")
-                targets.append(Target("baseline", base_url, "bench", "bench-paced", base_pids))
+                    procs, f"{upstream}/v1", split=args.split, name=name, source=tree.resolve())
+                log(f"{name}: the gateway from {tree} at {base_url} (pids {base_pids})")
+                targets.append(Target(name, base_url, "bench", "bench-paced", base_pids))
             if args.targets:
                 chosen = {n.strip() for n in args.targets.split(",")}
                 targets = [t for t in targets if t.name in chosen or t is gateway]
