@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
@@ -35,6 +36,7 @@ from inference_gateway.v1 import inference_pb2 as pb
 
 _DIGITS = re.compile(r"\d+")
 _CACHE_SIZE = 64
+_WORKERS = 4
 _TEMPLATE_FILE = "<template>"
 _SCOPE_KEYS = frozenset({"_loop_vars", "_block_vars"})
 
@@ -177,6 +179,9 @@ class TemplateRenderer:
         self.env = _Env(max_bytes)
         self._cache: OrderedDict[str, jinja2.Template] = OrderedDict()
         self._lock = threading.Lock()
+        # Its own few threads: slow templates queue here (their deadline running) instead of
+        # filling the loop's default executor.
+        self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="chat-template")
 
     def _compile(self, source: str) -> jinja2.Template:
         with self._lock:
@@ -218,6 +223,7 @@ class TemplateRenderer:
 
         out: list[str] = []
         size = 0
+        previous = sys.gettrace()
         sys.settrace(tracer)
         try:
             for piece in template.generate(messages=messages):
@@ -227,7 +233,7 @@ class TemplateRenderer:
                                         f" {self.max_bytes} characters")
                 out.append(piece)
         finally:
-            sys.settrace(None)
+            sys.settrace(previous)
         return "".join(out)
 
     async def render(self, source: str, messages: list[dict[str, Any]]) -> str:
@@ -238,7 +244,8 @@ class TemplateRenderer:
         template = self._compile(source)
         deadline = time.monotonic() + self.timeout
         try:
-            return await asyncio.to_thread(self._render_sync, template, messages, deadline)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._render_sync, template, messages, deadline)
         except _TooSlow:
             raise InvalidRequest(f"'chat_template' took longer than {self.timeout:g} s to render"
                                  ) from None
