@@ -22,6 +22,8 @@ _MAX_PARTS = 32
 
 @dataclass
 class Upload:
+    """A multipart form as read: its text fields and its file, as chunks."""
+
     fields: dict[str, str] = field(default_factory=dict)
     # Repeated fields (``timestamp_granularities[]``): every value.
     lists: dict[str, list[str]] = field(default_factory=dict)
@@ -53,11 +55,7 @@ async def read_upload(request: web.Request, limit: int, file_field: str = "file"
             if name == file_field:
                 await _read_file(part, up, limit, file_field)
             else:
-                raw = await part.read_chunk(_MAX_FIELD_BYTES + 1)
-                if len(raw) > _MAX_FIELD_BYTES or not part.at_eof():
-                    raise EdgeError.bad_request(f"form field '{name[:40]}' is too long",
-                                                param=name[:40])
-                value = raw.decode("utf-8", errors="replace")
+                value = (await _read_field(part, name)).decode("utf-8", errors="replace")
                 if name.endswith("[]"):
                     up.lists.setdefault(name, []).append(value)
                 else:
@@ -71,6 +69,15 @@ async def read_upload(request: web.Request, limit: int, file_field: str = "file"
     if up.size == 0:
         raise EdgeError.bad_request(f"'{file_field}' is empty", param=file_field)
     return up
+
+
+async def _read_field(part: BodyPartReader, name: str) -> bytes:
+    raw = b""
+    while not part.at_eof():  # a value may arrive in several pieces
+        raw += await part.read_chunk(_MAX_FIELD_BYTES)
+        if len(raw) > _MAX_FIELD_BYTES:
+            raise EdgeError.bad_request(f"form field '{name[:40]}' is too long", param=name[:40])
+    return raw
 
 
 async def _read_file(part: BodyPartReader, up: Upload, limit: int, file_field: str) -> None:

@@ -196,6 +196,13 @@ async def test_transcription_bad_input(gw: Gateway) -> None:
         form.add_field("other", b"x", filename="x.wav")
         async with s.post(f"{gw.http}/v1/audio/transcriptions", data=form) as r:
             assert r.status == 400 and "'file' is required" in (await r.json())["error"]["message"]
+        form = aiohttp.FormData()
+        form.add_field("model", "mock-transcription")
+        form.add_field("prompt", "word " * 20_000)
+        form.add_field("file", tone_wav("x"), filename="x.wav")
+        async with s.post(f"{gw.http}/v1/audio/transcriptions", data=form) as r:
+            assert r.status == 400 and "'prompt' is too long" in (await r.json())["error"][
+                "message"]
     with pytest.raises(openai.InternalServerError) as err:
         await c.audio.transcriptions.create(model="up-whisper-badshape",
                                             file=("a.wav", tone_wav("x")))
