@@ -259,6 +259,9 @@ async def test_task_mismatch_names_the_task(gw: Gateway) -> None:
     status, body = await post(gw, "mock-chat", "chat/completions",
                               {"inputs": "x", "bogus": 1})
     assert status == 400 and "bogus" in body["error"]["message"]
+    status, body = await post(gw, "mock-chat", "chat/completions",
+                              {"inputs": "x", "messages": [{"role": "user", "content": "y"}]})
+    assert status == 400 and "not both" in body["error"]["message"]
 
 
 async def test_per_model_tokens_on_the_oicm_paths(gateway_factory: GatewayFactory,

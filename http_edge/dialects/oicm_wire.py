@@ -46,6 +46,8 @@ def is_generate_form(body: dict[str, Any]) -> bool:
 
 def chat_request(body: dict[str, Any], model: str) -> tuple[pb.ChatRequest,
                                                             openai_wire.StreamOptions]:
+    if "inputs" in body:
+        raise EdgeError.bad_request("send either 'messages' or 'inputs', not both", param="inputs")
     req, opts = openai_wire.chat_request({**body, "model": model})
     with_defaults(req.params)
     return req, opts
@@ -116,17 +118,13 @@ def _inputs(body: dict[str, Any]) -> tuple[list[str], bool]:
     return texts(Fields(body), "inputs"), single
 
 
-def _opt_bool(f: Fields, name: str) -> bool | None:
-    return f.bool(name)
-
-
 def classify_request(body: dict[str, Any], model: str) -> tuple[pb.ClassifyRequest, bool]:
     inputs, single = _inputs(body)
     f = Fields(body)
     req = pb.ClassifyRequest(model=model, inputs=inputs)
     if (k := f.int("top_k", 1)) is not None:
         req.top_k = k
-    if (t := _opt_bool(f, "truncate")) is not None:
+    if (t := f.bool("truncate")) is not None:
         req.truncate = t
     return req, single
 
@@ -150,9 +148,9 @@ def embed_request(body: dict[str, Any], model: str) -> pb.EmbedRequest:
     inputs, _ = _inputs(body)
     f = Fields(body)
     req = pb.EmbedRequest(model=model, inputs=inputs)
-    if (n := _opt_bool(f, "normalize")) is not None:
+    if (n := f.bool("normalize")) is not None:
         req.normalize = n
-    if (t := _opt_bool(f, "truncate")) is not None:
+    if (t := f.bool("truncate")) is not None:
         req.truncate = t
     if (d := f.int("dimensions", 1)) is not None:
         req.dimensions = d
@@ -172,7 +170,7 @@ def rerank_request(body: dict[str, Any], model: str) -> pb.RerankRequest:
                                     param="texts")
     req = pb.RerankRequest(model=model, query=f.req_str("query"), texts=values,
                            return_text=bool(f.bool("return_text", False)))
-    if (t := _opt_bool(f, "truncate")) is not None:
+    if (t := f.bool("truncate")) is not None:
         req.truncate = t
     if (n := f.int("top_n", 1)) is not None:
         req.top_n = n
