@@ -9,7 +9,6 @@ that is not a known audio container is 415; audio over ``limits.max_upload_bytes
 from __future__ import annotations
 
 from gateway_core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from inference_gateway.v1 import inference_pb2 as pb
 
 # Accepted types → the canonical one sent upstream.
 AUDIO_TYPES: dict[str, str] = {
@@ -85,40 +84,4 @@ def check_audio(declared: str, filename: str, audio: bytes, limit: int) -> str:
         raise UnsupportedMediaType(
             "the audio's type is not declared and its bytes are not a known audio format;"
             f" send one of: {SUPPORTED}")
-    return kind
-
-
-def _without_audio(req: pb.TranscribeRequest) -> pb.TranscribeRequest:
-    head = pb.TranscribeRequest()
-    for field, value in req.ListFields():
-        if field.name != "audio":
-            setattr(head, field.name, value)
-    return head
-
-
-def _payload_size(encoded: int) -> int:
-    """The length of a ``bytes`` field's value from its encoded size (a 1-byte tag, a varint)."""
-    for width in range(1, 6):
-        n = encoded - 1 - width
-        if n >= 0 and max(1, (n.bit_length() + 6) // 7) == width:
-            return n
-    return encoded  # pragma: no cover - not a bytes field's encoding
-
-
-def check_request(req: pb.TranscribeRequest, limit: int) -> str:
-    """``check_audio`` for a whole request, without copying the audio out of the message when
-    the declared type settles it: sizes come from ``ByteSize`` (reading a protobuf ``bytes``
-    field copies it, and a 10 MB upload should not pay for that twice)."""
-    kind = check_type(req.mime_type, req.filename)
-    head_size = _without_audio(req).ByteSize()
-    total = req.ByteSize()
-    if total == head_size:
-        raise InvalidRequest("the audio is empty")
-    check_size(_payload_size(total - head_size), limit)
-    if kind is None:
-        kind = sniff(req.audio[:16])
-        if kind is None:
-            raise UnsupportedMediaType(
-                "the audio's type is not declared and its bytes are not a known audio format;"
-                f" send one of: {SUPPORTED}")
     return kind

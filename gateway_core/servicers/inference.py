@@ -168,7 +168,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self, request: pb.TranscribeRequest, context: Ctx
     ) -> pb.TranscribeResponse:
         entry, call = self._route(request.model, "transcription", context)
-        request.mime_type = audio.check_request(request, self.max_upload_bytes)
+        # One read of the audio (upb copies a bytes field on every read; ByteSize and
+        # ListFields would serialise or copy it too).
+        request.mime_type = audio.check_audio(request.mime_type, request.filename, request.audio,
+                                              self.max_upload_bytes)
         result = await entry.provider.transcribe(request, call)
         _report(context, call)
         return result
