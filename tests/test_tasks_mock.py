@@ -228,7 +228,8 @@ async def test_chat_template_over_grpc(stub: pb_grpc.InferenceAsyncStub) -> None
     assert "not valid Jinja" in (err.value.details() or "")
 
 
-async def test_transcribe_stream_refuses_early(stub: pb_grpc.InferenceAsyncStub) -> None:
+async def test_transcribe_stream_refuses_early(gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory({**mock_config(), "limits": {"max_upload_bytes": 1_000_000}})
     sent = 0
 
     async def chunks(kind: str, pieces: int) -> AsyncIterator[pb.TranscribeChunk]:
@@ -237,15 +238,19 @@ async def test_transcribe_stream_refuses_early(stub: pb_grpc.InferenceAsyncStub)
                                                              mime_type=kind))
         for _ in range(pieces):
             sent += 1
-            yield pb.TranscribeChunk(audio=b"\0" * 1024 * 1024)
+            yield pb.TranscribeChunk(audio=b"\0" * 100_000)
 
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.TranscribeStream(chunks("text/html", 3), timeout=5)
-    assert dict(err.value.trailing_metadata() or ())["igw-reason"] == "unsupported_media_type"
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.TranscribeStream(chunks("audio/wav", 40), timeout=10)
-    assert dict(err.value.trailing_metadata() or ())["igw-reason"] == "payload_too_large"
-    assert sent < 40  # refused once past the 25 MB default, not after the whole stream
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.TranscribeStream(chunks("audio/wav", 0), timeout=5)
-    assert "empty" in (err.value.details() or "")
+    async with grpc.aio.insecure_channel(gw.grpc_target) as ch:
+        stub = pb_grpc.InferenceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.TranscribeStream(chunks("text/html", 3), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "text/html" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.TranscribeStream(chunks("audio/wav", 200), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "larger than the limit" in (err.value.details() or "")
+        assert sent < 3 + 200  # refused once past the limit, not after the whole stream
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.TranscribeStream(chunks("audio/wav", 0), timeout=10)
+        assert "empty" in (err.value.details() or "")
