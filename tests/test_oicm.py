@@ -193,6 +193,13 @@ async def test_predict_text_classification_and_classical(gw: Gateway) -> None:
     assert status == 400 and "element [1][0]" in body["error"]["message"]
     status, body = await post(gw, "mock-predict", "predict", [[1, 2], [3]])
     assert status == 400 and "ragged" in body["error"]["message"]
+    deep: Any = 1
+    for _ in range(200):
+        deep = [deep]
+    status, body = await post(gw, "mock-predict", "predict", deep)
+    assert status == 400 and "nested more than 32 levels" in body["error"]["message"]
+    status, body = await post(gw, "mock-image", "generate-image", {"prompt": "x", "p": deep})
+    assert status == 400 and "nested" in body["error"]["message"]
 
 
 async def test_embed_and_rerank_tei_shapes(gw: Gateway) -> None:

@@ -18,7 +18,7 @@ from google.protobuf import json_format, struct_pb2
 
 from http_edge.body import Fields
 from http_edge.dialects import openai_wire
-from http_edge.dialects.tasks_wire import struct_of, texts, vector_floats
+from http_edge.dialects.tasks_wire import check_nesting, struct_of, texts, vector_floats
 from http_edge.errors import EdgeError
 from http_edge.state import RequestState
 from inference_gateway.v1 import inference_pb2 as pb
@@ -194,6 +194,7 @@ def ranks_json(resp: pb.RerankResponse) -> list[dict[str, Any]]:
 def predict_request(body: Any, model: str) -> pb.PredictRequest:
     """Any JSON payload (a list, or MLflow's ``inputs`` / ``instances`` / ``dataframe_split``);
     the core checks it against the model's signature."""
+    check_nesting(body, "the input")
     value = struct_pb2.Value()
     json_format.ParseDict(body, value)
     return pb.PredictRequest(model=model, json=value)

@@ -27,7 +27,26 @@ IMAGE_FORMATS = ("b64_json", "url")
 _LITTLE = sys.byteorder == "little"
 
 
+# JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
+# Struct/ListValue), and protobuf refuses messages nested deeper than 100.
+MAX_NESTING = 32
+
+
+def check_nesting(value: Any, what: str = "the body") -> None:
+    """400 when JSON is nested deeper than MAX_NESTING (it could not cross gRPC)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_NESTING):
+        level = [v for item in level
+                 for v in (item.values() if isinstance(item, dict)
+                           else item if isinstance(item, list) else ())
+                 if isinstance(v, dict | list)]
+        if not level:
+            return
+    raise EdgeError.bad_request(f"{what} is nested more than {MAX_NESTING} levels deep")
+
+
 def struct_of(data: dict[str, Any]) -> struct_pb2.Struct:
+    check_nesting(data, "a parameter")
     s = struct_pb2.Struct()
     s.update(data)
     return s
