@@ -230,6 +230,8 @@ class Results:
     peak_rss_mib: float = 0.0
     rss_after_load_mib: float = 0.0
     soak: dict[str, Any] | None = None
+    # The bare gRPC hop (benchmarks/grpc_floor.py), measured in the same run.
+    grpc_floor: dict[str, float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -267,12 +269,27 @@ async def measure(targets: list[Target], gateway: Target, args: argparse.Namespa
                 out[t.name] = Rate.of(runs, bool(t.pids))
     res.rss_after_load_mib = memory_bytes(gateway.pids) / 2**20
     if args.soak_seconds:
-        log(f"soak: {args.soak_seconds:.0f} s at concurrency {args.concurrency}, half streaming")
+        log(f"soak: {args.soak_warmup:.0f} s warm-up then {args.soak_seconds:.0f} s at"
+            f" concurrency {args.concurrency}, half streaming")
         s = await soak(gateway, concurrency=args.concurrency, seconds=args.soak_seconds,
-                       warmup=min(60.0, args.soak_seconds / 5), progress=log)
+                       warmup=args.soak_warmup, progress=log)
         res.soak = soak_summary(s)
     res.peak_rss_mib = memory_bytes(gateway.pids, b"VmHWM:") / 2**20
+    if args.grpc_floor:
+        log("the bare gRPC hop (benchmarks/grpc_floor.py)")
+        res.grpc_floor = await grpc_floor()
     return res
+
+
+async def grpc_floor() -> dict[str, float]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.grpc_floor", "--json", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError("benchmarks.grpc_floor failed")
+    figures: dict[str, float] = json.loads(out)
+    return figures
 
 
 def soak_summary(s: Soak) -> dict[str, Any]:
@@ -377,8 +394,9 @@ def targets_report(res: Results) -> tuple[str, dict[str, Any]]:
         spread = res.soak["spread"]
         rows.append(("RSS spread over the soak", f"{spread:.1%}", "<= 10%", spread <= 0.10,
                      f"{res.soak['rss_min_mib']:.1f}..{res.soak['rss_max_mib']:.1f} MiB over "
-                     f"{res.soak['seconds']:.0f} s after {res.soak['warmup_seconds']:.0f} s"
-                     f" warm-up, growth {res.soak['growth']:+.1%}"))
+                     f"{res.soak['seconds'] - res.soak['warmup_seconds']:.0f} s after"
+                     f" {res.soak['warmup_seconds']:.0f} s warm-up, growth"
+                     f" {res.soak['growth']:+.1%}, {res.soak['rps']:.0f} req/s"))
         verdicts["rss_flat"] = {"spread": spread, "pass": spread <= 0.10}
     else:
         rows.append(("RSS spread over the soak", "not run", "<= 10%", None,
@@ -408,6 +426,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measured window of each throughput run (default 3)")
     p.add_argument("--warmup", type=float, default=0.5,
                    help="warm-up before each throughput window (default 0.5)")
+    p.add_argument("--soak-warmup", type=float, default=60.0,
+                   help="load before the soak's RSS figures count (default 60)")
     p.add_argument("--soak-seconds", type=float, default=0.0,
                    help="then load the gateway this long and check its RSS stays flat")
     p.add_argument("--mock", action="store_true",
@@ -427,6 +447,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="environment of the 'gateway' process (not the baseline's); repeatable")
     p.add_argument("--split", action="store_true",
                    help="run the core and the edge as two processes instead of `serve`")
+    p.add_argument("--no-grpc-floor", dest="grpc_floor", action="store_false",
+                   help="skip measuring the bare gRPC hop (benchmarks/grpc_floor.py)")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     return p.parse_args(argv)
 
@@ -484,6 +506,20 @@ def report(res: Results, out: Callable[[str], None] = print) -> dict[str, Any]:
     out(table(res))
     out("")
     out(text)
+    floor = res.grpc_floor
+    if floor:
+        out(f"\nThe bare gRPC hop (grpc.aio client and server in one process, nothing behind it):"
+            f" c=1 p50 {floor['unary_c1_p50_ms']:.3f} ms; CPU {floor['unary_c64_cpu_ms']:.3f} ms"
+            f" per unary call and {floor['stream_c64_cpu_ms']:.3f} ms per"
+            f" {floor['stream_messages']:.0f}-message stream at c=64.")
+        for kind, rates, key in (("unary", res.rate_unary, "unary_c64_cpu_ms"),
+                                 ("stream", res.rate_stream, "stream_c64_cpu_ms")):
+            thin = rates.get("thin-proxy")
+            if thin is not None and thin.cpu_ms:
+                best = thin.cpu_ms / (thin.cpu_ms + floor[key])
+                out(f"  {kind}: thin proxy {thin.cpu_ms:.3f} ms CPU/request + that hop"
+                    f" {floor[key]:.3f} ms: a two-hop gateway doing nothing else would reach"
+                    f" about {best:.0%} of the thin proxy's throughput when CPU-bound")
     meta = res.meta
     out(f"\n{meta['cpus']} CPUs, load average {meta['loadavg_before'][0]:.2f} before,"
         f" {meta['loadavg_after'][0]:.2f} after; gateway: {meta['gateway']}")

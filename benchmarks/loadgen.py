@@ -248,13 +248,14 @@ async def soak(
     target: Target, *, concurrency: int, seconds: float, warmup: float, interval: float = 2.0,
     progress: Callable[[str], None] | None = None,
 ) -> Soak:
-    """Half the workers stream, half do not; the target's RSS is sampled every ``interval``."""
+    """``warmup`` then ``seconds`` of load, half the workers streaming, half not; the target's RSS
+    is sampled every ``interval`` throughout (``Soak.after_warmup`` keeps the measured part)."""
     loop = _Loop(target, concurrency, 0.5)
     samples: list[tuple[float, int]] = []
     async with session(concurrency) as s:
         started = time.perf_counter()
         loop.start(s)
-        while (now := time.perf_counter() - started) < seconds:
+        while (now := time.perf_counter() - started) < warmup + seconds:
             samples.append((now, memory_bytes(target.pids)))
             if progress is not None and len(samples) % 15 == 0:
                 progress(f"soak {now:5.0f}s  rss {samples[-1][1] / 2**20:.1f} MiB  "
