@@ -14,6 +14,23 @@ from aiohttp import web
 
 from http_edge.errors import EdgeError
 
+# JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
+# Struct/ListValue), and protobuf refuses messages nested deeper than 100.
+MAX_NESTING = 32
+
+
+def check_nesting(value: Any, what: str = "the body") -> None:
+    """400 when JSON is nested deeper than MAX_NESTING (it could not cross gRPC)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_NESTING):
+        level = [v for item in level
+                 for v in (item.values() if isinstance(item, dict)
+                           else item if isinstance(item, list) else ())
+                 if isinstance(v, dict | list)]
+        if not level:
+            return
+    raise EdgeError.bad_request(f"{what} is nested more than {MAX_NESTING} levels deep")
+
 
 async def read_json(request: web.Request, limit: int) -> Any:
     """The request's JSON body, bounded to ``limit`` bytes."""

@@ -237,3 +237,15 @@ async def test_health_follows_the_core(upstream: FakeOpenAI,
         async with s.post(f"{gw.http}/v1/chat/completions", json=CHAT) as r:
             assert r.status == 503
             assert "unavailable" in (await r.json())["error"]["message"]
+
+
+async def test_deeply_nested_passthrough_is_400_not_500(gateway: Gateway) -> None:
+    deep: Any = "x"
+    for _ in range(60):
+        deep = {"a": deep}
+    for body in ({**CHAT, "logit_bias_like": deep},
+                 {**CHAT, "response_format": {"type": "json_schema",
+                                              "json_schema": {"name": "n", "schema": deep}}}):
+        status, payload, _ = await post(gateway, "/v1/chat/completions", body)
+        assert status == 400, payload
+        assert "nested more than" in payload["error"]["message"]

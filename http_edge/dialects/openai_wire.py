@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from google.protobuf import struct_pb2
 
-from http_edge.body import Fields
+from http_edge.body import Fields, check_nesting
 from http_edge.errors import EdgeError
 from http_edge.sse import DONE, frame
 from http_edge.state import RequestState
@@ -81,6 +81,7 @@ def _extra(body: dict[str, Any], known: frozenset[str]) -> struct_pb2.Struct | N
     extra = {k: v for k, v in body.items() if k not in known and v is not None}
     if not extra:
         return None
+    check_nesting(extra, "a passthrough field")
     s = struct_pb2.Struct()
     s.update(extra)
     return s
@@ -173,6 +174,7 @@ def chat_request(body: dict[str, Any]) -> tuple[pb.ChatRequest, StreamOptions]:
             if not isinstance(schema, dict):
                 raise EdgeError.bad_request("'response_format.json_schema.schema' must be an object",
                                             param="response_format.json_schema.schema")
+            check_nesting(schema, "'response_format.json_schema.schema'")
             req.response_format.json_schema.update(schema)
             req.response_format.schema_name = js.str("name") or ""
     if (user := f.str("user")) is not None:

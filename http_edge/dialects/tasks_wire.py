@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from http_edge.body import Fields
+from http_edge.body import Fields, check_nesting
 from http_edge.errors import EdgeError
 from http_edge.upload import Upload
 from inference_gateway.v1 import inference_pb2 as pb
@@ -25,24 +25,6 @@ SPEECH_FORMATS = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
 TRANSCRIPT_FORMATS = ("json", "text", "verbose_json")
 IMAGE_FORMATS = ("b64_json", "url")
 _LITTLE = sys.byteorder == "little"
-
-
-# JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
-# Struct/ListValue), and protobuf refuses messages nested deeper than 100.
-MAX_NESTING = 32
-
-
-def check_nesting(value: Any, what: str = "the body") -> None:
-    """400 when JSON is nested deeper than MAX_NESTING (it could not cross gRPC)."""
-    level: list[Any] = [value]
-    for _ in range(MAX_NESTING):
-        level = [v for item in level
-                 for v in (item.values() if isinstance(item, dict)
-                           else item if isinstance(item, list) else ())
-                 if isinstance(v, dict | list)]
-        if not level:
-            return
-    raise EdgeError.bad_request(f"{what} is nested more than {MAX_NESTING} levels deep")
 
 
 def struct_of(data: dict[str, Any]) -> struct_pb2.Struct:
