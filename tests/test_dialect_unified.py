@@ -40,6 +40,13 @@ async def post_stream(gw: Gateway, body: Any) -> tuple[int, str, list[Any]]:
         return r.status, r.headers["Content-Type"], events
 
 
+def nested(depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for _ in range(depth):
+        out = {"properties": out}
+    return out
+
+
 def seed_body(model: str = "fake-chat", **parameters: Any) -> dict[str, Any]:
     return {
         "model": model,
@@ -161,6 +168,8 @@ async def test_mid_stream_failure_ends_with_an_error_event(gw: Gateway) -> None:
      "'filters.documents_classification' must be one of"),
     ({"model": "mock-chat", "messages": [{"role": "user", "content": "x" * 1001}]}, 413,
      "the prompt is 1001 characters long; the limit is 1000"),
+    (seed_body("mock-chat", jsonSchema=nested(300)), 400,
+     "'parameters.jsonSchema' is nested more than"),
 ])
 async def test_bad_inputs(gw: Gateway, body: Any, status: int, fragment: str) -> None:
     got, answer = await post(gw, body)

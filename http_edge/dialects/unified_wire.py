@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from http_edge.body import Fields
+from http_edge.body import Fields, check_nesting
 from http_edge.dialects import openai_wire
 from http_edge.errors import EdgeError
 from http_edge.sse import DONE, frame
@@ -85,6 +85,7 @@ def _response_format(p: Fields) -> pb.ResponseFormat | None:
     schema_field = "json_schema" if p.get("json_schema") is not None else "jsonSchema"
     schema = _either(p.obj, "json_schema", "jsonSchema")
     if schema is not None:
+        check_nesting(schema.data, f"'parameters.{schema_field}'")
         rf = pb.ResponseFormat(type=pb.ResponseFormat.TYPE_JSON_SCHEMA)
         inner = schema.data.get("schema")
         if isinstance(inner, dict):  # OpenAI's wrapper: {"name", "schema"}
