@@ -17,6 +17,10 @@ from http_edge.errors import EdgeError
 # JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
 # Struct/ListValue), and protobuf refuses messages nested deeper than 100.
 MAX_NESTING = 32
+# Integer fields hold at most this unless the caller allows more (most are uint32 in the proto; a
+# larger value would fail in protobuf, a 500): seeds pass the int64 range explicitly.
+MAX_INT = 2**32 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def check_nesting(value: Any, what: str = "the body") -> None:
@@ -75,7 +79,10 @@ def _json_type(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    try:
+        text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    except TypeError:  # an integer beyond 64 bits
+        text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -145,8 +152,10 @@ class Fields:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._bad(name, _range("an integer", lo, hi), value)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise self._bad(name, _range("an integer", lo, hi), value)
+        if (lo is not None and value < lo) or value > (MAX_INT if hi is None else hi):
+            raise self._bad(name, _range("an integer", lo, MAX_INT if hi is None else hi), value)
+        if value < INT64_MIN:
+            raise self._bad(name, _range("an integer", INT64_MIN, hi), value)
         return value
 
     def bool(self, name: builtins.str, default: builtins.bool | None = None) -> builtins.bool | None:
@@ -184,11 +193,15 @@ class Fields:
         return value
 
 
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _range(kind: str, lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
-        return f"{kind} between {lo:g} and {hi:g}"
+        return f"{kind} between {_num(lo)} and {_num(hi)}"
     if lo is not None:
-        return f"{kind} >= {lo:g}"
+        return f"{kind} >= {_num(lo)}"
     if hi is not None:
-        return f"{kind} <= {hi:g}"
+        return f"{kind} <= {_num(hi)}"
     return kind

@@ -177,6 +177,9 @@ async def test_mid_stream_failure_ends_with_the_mlflow_error_event(gw: Gateway) 
     ("/gateway/chat/invocations", {**CHAT, "temperature": "hot"}, 400,
      "'temperature' must be a number"),
     ("/gateway/embeddings/invocations", {"input": [1, 2]}, 400, "token ids"),
+    ("/gateway/chat/invocations", {**CHAT, "max_tokens": 10**30}, 400,
+     "'max_tokens' must be an integer between 1 and 4294967295"),
+    ("/gateway/chat/invocations", {**CHAT, "seed": 2**64}, 400, "'seed' must be an integer"),
     ("/gateway/chat/invocations", {"messages": [{"role": "user", "content": "x" * 1001}]}, 413,
      "the prompt is 1001 characters long"),
 ])

@@ -168,6 +168,8 @@ async def test_mid_stream_failure_ends_with_an_error_event(gw: Gateway) -> None:
      "'filters.documents_classification' must be one of"),
     ({"model": "mock-chat", "messages": [{"role": "user", "content": "x" * 1001}]}, 413,
      "the prompt is 1001 characters long; the limit is 1000"),
+    (seed_body("mock-chat", maxTokens=10**30), 400,
+     "'parameters.maxTokens' must be an integer between 1 and 4294967295"),
     (seed_body("mock-chat", jsonSchema=nested(300)), 400,
      "'parameters.jsonSchema' is nested more than"),
 ])

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from google.protobuf import struct_pb2
 
-from http_edge.body import Fields, check_nesting
+from http_edge.body import INT64_MAX, INT64_MIN, Fields, check_nesting
 from http_edge.errors import EdgeError
 from http_edge.sse import DONE, frame
 from http_edge.state import RequestState
@@ -64,7 +64,7 @@ def sampling(f: Fields) -> pb.SamplingParams:
         p.presence_penalty = v
     if (v := f.float("frequency_penalty", -2, 2)) is not None:
         p.frequency_penalty = v
-    if (i := f.int("seed")) is not None:
+    if (i := f.int("seed", INT64_MIN, INT64_MAX)) is not None:
         p.seed = i
     if (i := f.int("n", 1, 128)) is not None:
         p.n = i

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from http_edge.body import Fields
+from http_edge.body import INT64_MAX, Fields
 from http_edge.dialects import openai_wire
 from http_edge.errors import EdgeError
 from http_edge.sse import frame
@@ -82,7 +82,7 @@ def generate_request(body: dict[str, Any], stream: bool | None = None
         params.repetition_penalty = v
     if (v := p.float("frequency_penalty", -2, 2)) is not None:
         params.frequency_penalty = v
-    seed = p.int("seed", 0)
+    seed = p.int("seed", 0, INT64_MAX)
     if seed is not None:
         params.seed = seed
     if (stop := p.str_or_list("stop")) is not None:
