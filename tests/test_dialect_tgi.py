@@ -194,6 +194,7 @@ async def test_sagemaker_invocations(gw: Gateway) -> None:
     ({"inputs": "x", "parameters": {"max_new_tokens": 0}}, 400,
      "'parameters.max_new_tokens' must be an integer between 1 and"),
     ({"inputs": "x", "parameters": {"temperature": 0}}, 400, "must be strictly positive"),
+    ({"inputs": "x", "parameters": {"repetition_penalty": 1e308}}, 400, "between 0 and 100"),
     ({"inputs": "x", "parameters": {"best_of": 2}}, 400, "'parameters.best_of' greater than 1"),
     ({"inputs": "x", "parameters": {"grammar": {"type": "json", "value": {}}}}, 400,
      "'parameters.grammar' is not supported"),

@@ -51,7 +51,7 @@ def finish_reason(reason: str) -> str:
 
 
 def _positive(p: Fields, name: str) -> float | None:
-    value = p.float(name, 0)
+    value = p.float(name, 0, 100)  # bounded: a float32 in the proto
     if value == 0:
         raise EdgeError.bad_request(f"'parameters.{name}' must be strictly positive",
                                     param=f"parameters.{name}")
