@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,13 +16,31 @@ from http_edge.app import EdgeHandle, start_edge
 from tests.fakes.openai_upstream import FakeOpenAI
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports with nothing listening, for servers a test starts itself.
+
+    Drawn below Linux's ephemeral range (32768+), so that no outgoing connection can take one
+    between the draw and the server's bind; all are held open until all are found.
+    """
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", random.randint(20000, 32000)))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def closed_port() -> int:
     """A loopback port with nothing listening on it (connection refused)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
+    return free_ports(1)[0]
 
 
 def fake_models(upstream_url: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gateway_common.cli import main
-from tests.conftest import base_config, closed_port
+from tests.conftest import base_config, free_ports
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
 CLI = str(Path(sys.executable).parent / "inference-gateway")
@@ -99,7 +99,7 @@ async def _wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
 
 async def test_serve_end_to_end_with_the_openai_sdk(tmp_path: Path) -> None:
     upstream = await FakeOpenAI(token_delay=0.05).start()
-    http_port, grpc_port = closed_port(), closed_port()
+    http_port, grpc_port = free_ports(2)
     path = write(tmp_path, base_config(upstream.base_url))
     proc = await asyncio.create_subprocess_exec(
         CLI, "serve", "--config", path, "--http-port", str(http_port), "--grpc-port",
@@ -147,7 +147,7 @@ async def test_serve_end_to_end_with_the_openai_sdk(tmp_path: Path) -> None:
 
 async def test_core_and_edge_as_separate_processes(tmp_path: Path) -> None:
     upstream = await FakeOpenAI().start()
-    http_port, grpc_port, metrics_port = closed_port(), closed_port(), closed_port()
+    http_port, grpc_port, metrics_port = free_ports(3)
     path = write(tmp_path, base_config(upstream.base_url))
     common = ["--config", path, "--data-dir", str(tmp_path / "data")]
     core = await asyncio.create_subprocess_exec(

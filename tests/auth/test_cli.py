@@ -17,7 +17,7 @@ import pytest
 
 from gateway_common.cli import main
 from tests.auth.kit import AuthGateway, bearer, chat, reason_of
-from tests.conftest import closed_port
+from tests.conftest import closed_port, free_ports
 
 CLI = str(Path(sys.executable).parent / "inference-gateway")
 
@@ -131,7 +131,7 @@ async def test_local_revocation_reaches_the_running_core(
 
 
 async def _serve(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    http_port, grpc_port = closed_port(), closed_port()
+    http_port, grpc_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k != "GATEWAY_ADMIN_TOKEN"}
     proc = await asyncio.create_subprocess_exec(
         CLI, "serve", "--data-dir", str(data_dir), "--http-port", str(http_port),
@@ -192,7 +192,8 @@ def test_serve_reports_auth_start_problems_without_a_traceback(
 ) -> None:
     import sqlite3
 
-    ports = ("--http-port", str(closed_port()), "--grpc-port", str(closed_port()))
+    http_port, grpc_port = free_ports(2)
+    ports = ("--http-port", str(http_port), "--grpc-port", str(grpc_port))
     d = ("--data-dir", str(tmp_path / "data"))
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "short")
     assert main(["serve", *d, *ports]) == 2
