@@ -156,3 +156,13 @@ def test_every_core_error_has_a_status_and_an_http_mapping() -> None:
     assert REASON_TABLE["upstream_error"].status == 502
     assert REASON_TABLE["payload_too_large"].status == 413
     assert REASON_TABLE["unsupported_media_type"].status == 415
+
+
+def test_tgi_grammar_form_of_a_json_schema() -> None:
+    """huggingface_hub sends {"type": "json_object", "value": schema} (TGI's grammar form)."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    req, _ = edge_wire.chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                                     "response_format": {"type": "json_object", "value": schema}})
+    assert req.response_format.type == pb.ResponseFormat.TYPE_JSON_SCHEMA
+    body = core_wire.chat_body(req, "m", {}, stream=False)
+    assert body["response_format"]["json_schema"]["schema"] == schema

@@ -35,6 +35,7 @@ _FORMATS = {
     "text": pb.ResponseFormat.TYPE_TEXT,
     "json_object": pb.ResponseFormat.TYPE_JSON_OBJECT,
     "json_schema": pb.ResponseFormat.TYPE_JSON_SCHEMA,
+    "json": pb.ResponseFormat.TYPE_JSON_OBJECT,  # TGI's name
 }
 
 
@@ -177,6 +178,11 @@ def chat_request(body: dict[str, Any]) -> tuple[pb.ChatRequest, StreamOptions]:
             check_nesting(schema, "'response_format.json_schema.schema'")
             req.response_format.json_schema.update(schema)
             req.response_format.schema_name = js.str("name") or ""
+        elif kind in ("json_object", "json") and isinstance(rf.get("value"), dict):
+            # TGI's grammar form, which huggingface_hub sends for a JSON schema.
+            check_nesting(rf.get("value"), "'response_format.value'")
+            req.response_format.type = pb.ResponseFormat.TYPE_JSON_SCHEMA
+            req.response_format.json_schema.update(rf.get("value"))
     if (user := f.str("user")) is not None:
         req.end_user = user
     if (template := f.str("chat_template")) is not None:
