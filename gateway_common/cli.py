@@ -126,7 +126,12 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
         if edge:
             from http_edge.app import start_edge
 
-            edge_handle = await start_edge(config)
+            try:
+                edge_handle = await start_edge(config)
+            except BaseException:
+                for s in stoppers:  # the core started: stop it before reporting the failure
+                    await s()
+                raise
             stoppers.insert(0, edge_handle.stop)  # the edge stops first, then the core
             base = f"http://{config.listen.host}:{edge_handle.port}"
             print(f"HTTP edge   {base}  (OpenAI base URL: {base}/v1)", flush=True)

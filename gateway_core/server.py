@@ -112,13 +112,18 @@ async def start_core(
         services += auth.add_to_server(server)
     _add_reflection(server, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bind_host = host or config.listen.host
-    bound = server.add_insecure_port(
-        f"{bind_host}:{config.listen.grpc_port if port is None else port}"
-    )
+    address = f"{bind_host}:{config.listen.grpc_port if port is None else port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        bound = 0
     if bound == 0:
         if auth is not None:
             await auth.close()
-        raise OSError(f"cannot bind the gRPC port on {bind_host}")
+        await registry.close()
+        await sessions.close()
+        raise OSError(f"cannot listen on {address} (gRPC): the port is in use or the address "
+                      "is not available here")
     await server.start()
     for name in ("", *services):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -180,3 +180,26 @@ async def test_core_and_edge_as_separate_processes(tmp_path: Path) -> None:
                 proc.kill()
                 await proc.wait()
         await upstream.stop()
+
+
+@pytest.mark.parametrize("busy", ["http", "grpc"])
+async def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path, busy: str) -> None:
+    import socket
+
+    http_port, grpc_port = free_ports(2)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", http_port if busy == "http" else grpc_port))
+    blocker.listen()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            CLI, "serve", "--config", write(tmp_path, base_config("http://127.0.0.1:9/v1")),
+            "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+            "--data-dir", str(tmp_path / "data"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        blocker.close()
+    assert proc.returncode == 1
+    text = err.decode()
+    assert "Traceback" not in text
+    assert "cannot start" in text and str(http_port if busy == "http" else grpc_port) in text
