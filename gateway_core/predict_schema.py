@@ -85,21 +85,6 @@ def parse_signature(data: Any) -> Signature:
                      _entries(data.get("outputs"), "outputs"))
 
 
-def entry_json(e: pb.SchemaEntry) -> dict[str, Any]:
-    """One schema entry in MLflow's JSON shape (what seed 000 §3.1 answers in ``meta``)."""
-    if e.type == "tensor":
-        out: dict[str, Any] = {"tensor-spec": {"dtype": e.dtype, "shape": list(e.shape)},
-                               "type": "tensor"}
-        if e.name:
-            out["name"] = e.name
-        return out
-    col: dict[str, Any] = {"type": e.type}
-    if e.name:
-        col["name"] = e.name
-    col["required"] = e.required
-    return col
-
-
 # ---------------------------------------------------------------------------------------------
 # Checking values
 

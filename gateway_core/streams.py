@@ -12,15 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway_core.errors import UpstreamError
+from gateway_core.tokens import estimated_usage, reported_usage
 from inference_gateway.v1 import inference_pb2 as pb
-
-
-def _estimated(prompt_tokens: int | Callable[[], int], completion_tokens: int) -> pb.Usage:
-    """The usage when the upstream reported none. The prompt may be given as a function: counting
-    a long prompt costs about 0.1 ms per KB, and most upstreams report usage."""
-    prompt = prompt_tokens if isinstance(prompt_tokens, int) else prompt_tokens()
-    return pb.Usage(prompt_tokens=prompt, completion_tokens=completion_tokens,
-                    total_tokens=prompt + completion_tokens, estimated=True)
 
 
 class ChatStreamState:
@@ -48,12 +41,7 @@ class ChatStreamState:
                 self.fingerprint = str(data.get("system_fingerprint") or "")
             usage = data.get("usage")
             if usage:
-                p = int(usage.get("prompt_tokens") or 0)
-                c = int(usage.get("completion_tokens") or 0)
-                self.usage = pb.Usage(
-                    prompt_tokens=p, completion_tokens=c,
-                    total_tokens=int(usage.get("total_tokens") or p + c),
-                )
+                self.usage = reported_usage(usage)
             raw = data.get("choices") or ()
             if not raw:
                 return None
@@ -89,7 +77,7 @@ class ChatStreamState:
             id=self.id, created=self.created, model=self.model,
             system_fingerprint=self.fingerprint,
         )
-        chunk.usage.CopyFrom(self.usage or _estimated(self.prompt_tokens, self.content_chunks))
+        chunk.usage.CopyFrom(self.usage or estimated_usage(self.prompt_tokens, self.content_chunks))
         return chunk
 
 
@@ -114,12 +102,7 @@ class CompletionStreamState:
                 self.created = int(data.get("created") or 0)
             usage = data.get("usage")
             if usage:
-                p = int(usage.get("prompt_tokens") or 0)
-                c = int(usage.get("completion_tokens") or 0)
-                self.usage = pb.Usage(
-                    prompt_tokens=p, completion_tokens=c,
-                    total_tokens=int(usage.get("total_tokens") or p + c),
-                )
+                self.usage = reported_usage(usage)
             raw = data.get("choices") or ()
             if not raw:
                 return None
@@ -143,5 +126,5 @@ class CompletionStreamState:
 
     def final(self) -> pb.CompletionChunk:
         chunk = self.held or pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
-        chunk.usage.CopyFrom(self.usage or _estimated(self.prompt_tokens, self.content_chunks))
+        chunk.usage.CopyFrom(self.usage or estimated_usage(self.prompt_tokens, self.content_chunks))
         return chunk

@@ -39,12 +39,6 @@ class OpenAIOptions:
     image_response_format: str | None = "b64_json"
 
 
-def _count_prompt(usage: pb.Usage, prompt_tokens: int) -> None:
-    """Complete an estimated usage with the prompt's count."""
-    usage.prompt_tokens = prompt_tokens
-    usage.total_tokens = prompt_tokens + usage.completion_tokens
-
-
 @register("openai")
 class OpenAIProvider(Provider):
     """Calls ``{upstream_url}/chat/completions`` and friends; ``upstream_url`` ends in ``/v1``."""
@@ -65,10 +59,8 @@ class OpenAIProvider(Provider):
         body = wire.chat_body(req, self.upstream_model, self.model.defaults, stream=False)
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
                                   api_key=self._api_key)
-        resp = wire.parse_chat_response(data, req.model, 0)
-        if resp.usage.estimated:  # the prompt is counted only when needed (~0.1 ms per KB)
-            _count_prompt(resp.usage, wire.prompt_tokens_of(req.messages))
-        return resp
+        # The prompt is counted only when the upstream reports no usage (~0.1 ms per KB).
+        return wire.parse_chat_response(data, req.model, lambda: wire.prompt_tokens_of(req.messages))
 
     async def chat_stream(self, req: pb.ChatRequest, call: Call) -> AsyncIterator[pb.ChatChunk]:
         url = self._url("chat/completions")
@@ -87,10 +79,7 @@ class OpenAIProvider(Provider):
         body = wire.completion_body(req, self.upstream_model, self.model.defaults, stream=False)
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
                                   api_key=self._api_key)
-        resp = wire.parse_completion_response(data, req.model, 0)
-        if resp.usage.estimated:
-            _count_prompt(resp.usage, estimate_tokens(req.prompt))
-        return resp
+        return wire.parse_completion_response(data, req.model, lambda: estimate_tokens(req.prompt))
 
     async def complete_stream(
         self, req: pb.CompletionRequest, call: Call

@@ -6,13 +6,13 @@ them on recorded payloads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
 
 from gateway_core.errors import UpstreamError
-from gateway_core.tokens import estimate_tokens
+from gateway_core.tokens import estimate_tokens, estimated_usage, reported_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
 _FORMAT_NAMES = {
@@ -129,18 +129,6 @@ def completion_body(
     return body
 
 
-def _usage(data: Any) -> pb.Usage | None:
-    if not isinstance(data, dict):
-        return None
-    try:
-        prompt = int(data.get("prompt_tokens") or 0)
-        completion = int(data.get("completion_tokens") or 0)
-        total = int(data.get("total_tokens") or prompt + completion)
-    except (TypeError, ValueError):
-        return None
-    return pb.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -160,7 +148,9 @@ def prompt_tokens_of(messages: Any) -> int:
     return total + 2
 
 
-def parse_chat_response(data: Any, model: str, prompt_tokens: int) -> pb.ChatResponse:
+def parse_chat_response(
+    data: Any, model: str, prompt_tokens: int | Callable[[], int]
+) -> pb.ChatResponse:
     """An upstream chat.completion body → ChatResponse (model renamed to the caller's id)."""
     try:
         choices = []
@@ -187,20 +177,15 @@ def parse_chat_response(data: Any, model: str, prompt_tokens: int) -> pb.ChatRes
             f"upstream answered a chat completion the gateway cannot read ({exc.__class__.__name__})",
             kind="protocol",
         ) from exc
-    usage = _usage(data.get("usage"))
-    if usage is None:
-        completion = sum(estimate_tokens(c.message.content) for c in resp.choices)
-        usage = pb.Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion,
-            total_tokens=prompt_tokens + completion,
-            estimated=True,
-        )
+    usage = reported_usage(data.get("usage")) or estimated_usage(
+        prompt_tokens, sum(estimate_tokens(c.message.content) for c in resp.choices))
     resp.usage.CopyFrom(usage)
     return resp
 
 
-def parse_completion_response(data: Any, model: str, prompt_tokens: int) -> pb.CompletionResponse:
+def parse_completion_response(
+    data: Any, model: str, prompt_tokens: int | Callable[[], int]
+) -> pb.CompletionResponse:
     try:
         choices = [
             pb.CompletionChoice(
@@ -222,14 +207,7 @@ def parse_completion_response(data: Any, model: str, prompt_tokens: int) -> pb.C
             f"upstream answered a completion the gateway cannot read ({exc.__class__.__name__})",
             kind="protocol",
         ) from exc
-    usage = _usage(data.get("usage"))
-    if usage is None:
-        completion = sum(estimate_tokens(c.text) for c in resp.choices)
-        usage = pb.Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion,
-            total_tokens=prompt_tokens + completion,
-            estimated=True,
-        )
+    usage = reported_usage(data.get("usage")) or estimated_usage(
+        prompt_tokens, sum(estimate_tokens(c.text) for c in resp.choices))
     resp.usage.CopyFrom(usage)
     return resp
