@@ -16,6 +16,41 @@ from gateway_core.tokens import estimated_usage, reported_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
 
+def merge_chat(chunks: list[pb.ChatChunk]) -> pb.ChatChunk:
+    """Chunks that arrived together, as one: each choice's content joined in order."""
+    out = chunks[0]
+    by_index = {c.index: c for c in out.choices}
+    for chunk in chunks[1:]:
+        for c in chunk.choices:
+            target = by_index.get(c.index)
+            if target is None:
+                target = by_index[c.index] = out.choices.add()
+                target.CopyFrom(c)
+                continue
+            target.delta.content += c.delta.content
+            if c.delta.role and not target.delta.role:
+                target.delta.role = c.delta.role
+            if c.finish_reason:
+                target.finish_reason = c.finish_reason
+    return out
+
+
+def merge_completion(chunks: list[pb.CompletionChunk]) -> pb.CompletionChunk:
+    out = chunks[0]
+    by_index = {c.index: c for c in out.choices}
+    for chunk in chunks[1:]:
+        for c in chunk.choices:
+            target = by_index.get(c.index)
+            if target is None:
+                target = by_index[c.index] = out.choices.add()
+                target.CopyFrom(c)
+                continue
+            target.text += c.text
+            if c.finish_reason:
+                target.finish_reason = c.finish_reason
+    return out
+
+
 class ChatStreamState:
     """Turns upstream ``chat.completion.chunk`` dicts into ChatChunk messages."""
 
@@ -71,6 +106,13 @@ class ChatStreamState:
             return previous
         return chunk
 
+    def feed_batch(self, events: list[Any]) -> pb.ChatChunk | None:
+        """Upstream chunks that arrived in one read → at most one chunk to forward now."""
+        if len(events) == 1:
+            return self.feed(events[0])
+        out = [c for c in map(self.feed, events) if c is not None]
+        return merge_chat(out) if out else None
+
     def final(self) -> pb.ChatChunk:
         """The last message: the held finishing chunk (if any) with the usage."""
         chunk = self.held or pb.ChatChunk(
@@ -123,6 +165,12 @@ class CompletionStreamState:
             previous, self.held = self.held, chunk
             return previous
         return chunk
+
+    def feed_batch(self, events: list[Any]) -> pb.CompletionChunk | None:
+        if len(events) == 1:
+            return self.feed(events[0])
+        out = [c for c in map(self.feed, events) if c is not None]
+        return merge_completion(out) if out else None
 
     def final(self) -> pb.CompletionChunk:
         chunk = self.held or pb.CompletionChunk(id=self.id, created=self.created, model=self.model)

@@ -166,3 +166,24 @@ def test_tgi_grammar_form_of_a_json_schema() -> None:
     assert req.response_format.type == pb.ResponseFormat.TYPE_JSON_SCHEMA
     body = core_wire.chat_body(req, "m", {}, stream=False)
     assert body["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_events_read_together_go_on_as_one_chunk() -> None:
+    """A whole recorded stream arriving in one read: one merged content chunk, then the final."""
+    state = ChatStreamState("m", 3)
+    events = recorded("vllm_chat_stream.txt")
+    merged = state.feed_batch(events)
+    final = state.final()
+    assert merged is not None and len(merged.choices) == 1
+    assert merged.choices[0].delta.role == "assistant"
+    assert merged.choices[0].delta.content == "Hello! How can I help?"
+    assert final.choices[0].finish_reason == "stop" and final.usage.completion_tokens == 6
+    # Events of two choices interleaved keep their own text.
+    two = ChatStreamState("m", 3)
+    out = two.feed_batch([
+        {"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]},
+        {"id": "x", "choices": [{"index": 1, "delta": {"content": "b"}}]},
+        {"id": "x", "choices": [{"index": 0, "delta": {"content": "c"}}]},
+    ])
+    assert out is not None
+    assert {c.index: c.delta.content for c in out.choices} == {0: "ac", 1: "b"}

@@ -177,10 +177,27 @@ async def stream_sse(
     *,
     api_key: str | None = None,
 ) -> AsyncIterator[Any]:
-    """POST and yield each SSE ``data:`` payload parsed from JSON, as it arrives.
+    """POST and yield each SSE ``data:`` payload parsed from JSON, as it arrives (see
+    ``stream_sse_batches``)."""
+    async for batch in stream_sse_batches(session, url, call, json_body, api_key=api_key):
+        for event in batch:
+            yield event
 
-    Ends at ``data: [DONE]`` or at the end of the body. A mid-stream ``{"error": ...}`` event
-    becomes an UpstreamError. The upstream response is closed when the consumer stops early.
+
+async def stream_sse_batches(
+    session: aiohttp.ClientSession,
+    url: str,
+    call: Call,
+    json_body: Any,
+    *,
+    api_key: str | None = None,
+) -> AsyncIterator[list[Any]]:
+    """POST and yield, for each network read, the SSE ``data:`` payloads it completed, parsed.
+
+    Events that arrived together can then be forwarded together (one gRPC message instead of
+    several) without waiting for anything. Ends at ``data: [DONE]`` or at the end of the body.
+    A mid-stream ``{"error": ...}`` event becomes an UpstreamError (after the events before it).
+    The upstream response is closed when the consumer stops early.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -201,20 +218,28 @@ async def stream_sse(
             if len(pending) > MAX_EVENT_BYTES:
                 raise UpstreamError(f"upstream sent a stream line longer than {MAX_EVENT_BYTES}"
                                     " bytes", kind="protocol")
-            for raw in lines:
-                payload = _data(raw)
-                if payload is None:
-                    continue
-                if payload == b"[DONE]":
-                    done = True
-                    break
-                yield _event(payload)
+            batch: list[Any] = []
+            try:
+                for raw in lines:
+                    payload = _data(raw)
+                    if payload is None:
+                        continue
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    batch.append(_event(payload))
+            except UpstreamError:
+                if batch:
+                    yield batch  # what came before the failure still reaches the caller
+                raise
+            if batch:
+                yield batch
             if done:
                 break
         else:  # the body ended without [DONE]; its last line may lack the newline
             payload = _data(pending)
             if payload is not None and payload != b"[DONE]":
-                yield _event(payload)
+                yield [_event(payload)]
     except TimeoutError as exc:
         raise UpstreamTimeout("the upstream did not finish before the request deadline") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
