@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from http_edge.errors import EdgeError
 
@@ -46,6 +47,8 @@ async def read_json(request: web.Request, limit: int) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise EdgeError.http(413, f"the request body is larger than the limit of {limit} bytes")\
             from None
+    except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not gzip
+        raise EdgeError.bad_request(f"the request body cannot be decoded: {exc}") from None
     if len(raw) > limit:
         raise EdgeError.http(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
     if not raw.strip():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from http_edge.errors import EdgeError
 
@@ -90,6 +91,8 @@ async def read_upload(request: web.Request, limit: int, file_field: str = "file"
             raise EdgeError.bad_request(f"the form has more than {_MAX_PARTS} parts")
     except ValueError as exc:  # the multipart body is malformed
         raise EdgeError.bad_request(f"the multipart body is malformed: {exc}") from None
+    except RequestPayloadError as exc:  # e.g. a Content-Encoding its bytes do not match
+        raise EdgeError.bad_request(f"the request body cannot be decoded: {exc}") from None
     if not up.has_file:
         raise EdgeError.bad_request(f"'{file_field}' is required (a file part)", param=file_field)
     if up.size == 0:

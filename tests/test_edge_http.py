@@ -249,3 +249,29 @@ async def test_deeply_nested_passthrough_is_400_not_500(gateway: Gateway) -> Non
         status, payload, _ = await post(gateway, "/v1/chat/completions", body)
         assert status == 400, payload
         assert "nested more than" in payload["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/audio/transcriptions"])
+async def test_body_that_does_not_match_its_encoding_is_400(gateway: Gateway, path: str) -> None:
+    content_type = ("application/json" if "chat" in path
+                    else "multipart/form-data; boundary=xyz")
+    status, payload, _ = await post(gateway, path, data=b"this is not gzip at all",
+                                    headers={"Content-Type": content_type,
+                                             "Content-Encoding": "gzip"})
+    assert status == 400, payload
+    assert "cannot be decoded" in payload["error"]["message"]
+
+
+async def test_upstream_404_message_hides_credentials_in_its_url(
+    upstream: FakeOpenAI, gateway_factory: GatewayFactory
+) -> None:
+    url = upstream.base_url.replace("http://", "http://user:s3cret@") + "/missing?api_key=k3y"
+    data = base_config(upstream.base_url)
+    data["models"].append({"id": "wrong-path", "task": "chat", "provider": "openai",
+                           "upstream_url": url})
+    gw = await gateway_factory(data)
+    status, payload, _ = await post(gw, "/v1/chat/completions", {**CHAT, "model": "wrong-path"})
+    assert status == 502
+    message = payload["error"]["message"]
+    assert "HTTP 404" in message and "/missing" in message
+    assert "s3cret" not in message and "k3y" not in message and "user" not in message

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -55,6 +56,15 @@ def upstream_message(body: bytes) -> str:
     return ""
 
 
+def _shown_url(url: str) -> str:
+    """An upstream URL fit for an error message: no credentials, no query string."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
 def status_error(status: int, body: bytes, url: str) -> GatewayError:
     """Map an upstream's non-2xx answer to the error the caller should see."""
     detail = upstream_message(body)
@@ -69,7 +79,7 @@ def status_error(status: int, body: bytes, url: str) -> GatewayError:
             " api_key_env", kind="auth",
         )
     if status == 404:
-        return UpstreamError(f"upstream has no such route or model (HTTP 404 from {url})",
+        return UpstreamError(f"upstream has no such route or model (HTTP 404 from {_shown_url(url)})",
                              kind="status")
     return UpstreamError(f"upstream failed with HTTP {status}{suffix}", kind="status")
 
