@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from gateway_core.providers.mock_media import solid_png, tone_wav
+from tests.fakes.loopback import serve_app
 
 TGI_REPLY = ["Deep", " learning", " is", " a", " subset", " of", " machine", " learning", "."]
 MLMODEL = b"""artifact_path: model
@@ -65,11 +66,7 @@ class FakeServer:
         raise NotImplementedError
 
     async def start(self) -> Any:
-        self.runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await serve_app(self.app())
         return self
 
     async def stop(self) -> None:

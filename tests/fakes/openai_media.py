@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.loopback import serve_app
+
 DIM = 8
 
 
@@ -76,11 +78,7 @@ class FakeOpenAIMedia:
         return app
 
     async def start(self) -> FakeOpenAIMedia:
-        self.runner = web.AppRunner(self.app(), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await serve_app(self.app(), handler_cancellation=False)
         return self
 
     async def stop(self) -> None:

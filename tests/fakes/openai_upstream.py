@@ -30,6 +30,8 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.fakes.loopback import serve_app
+
 REPLY = "Deep learning is a branch of machine learning based on neural networks ."
 
 
@@ -62,11 +64,7 @@ class FakeOpenAI:
         return app
 
     async def start(self) -> FakeOpenAI:
-        self.runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await serve_app(self.app())
         return self
 
     async def stop(self) -> None:

@@ -1,0 +1,19 @@
+"""Start an aiohttp app on a free loopback port: what every fake upstream does."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+async def serve_app(app: web.Application, *, handler_cancellation: bool = True
+                    ) -> tuple[web.AppRunner, int]:
+    """Run ``app`` on 127.0.0.1 at a port the OS picks; returns the runner and the port.
+
+    ``handler_cancellation`` lets a fake notice a client that goes away (its handler is cancelled).
+    """
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, port
