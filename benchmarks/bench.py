@@ -114,10 +114,11 @@ class Processes:
                 await proc.wait()
 
 
-def gateway_config(upstream: str, workdir: Path) -> dict[str, Any]:
+def gateway_config(upstream: str, workdir: Path, transport: str = "local") -> dict[str, Any]:
     from tests.fakes.openai_upstream import REPLY
 
     return {
+        "listen": {"core_transport": transport},
         "auth": {"enabled": False},
         "log_level": "warning",
         "storage": {"data_dir": str(workdir / "data")},
@@ -148,11 +149,14 @@ async def wait_healthy(url: str, procs: Processes, limit: float = 60.0) -> None:
 
 async def start_gateway(
     procs: Processes, upstream: str, *, split: bool = False, name: str = "gateway",
-    source: Path = ROOT, env: dict[str, str] | None = None,
+    source: Path = ROOT, env: dict[str, str] | None = None, transport: str = "local",
 ) -> tuple[str, tuple[int, ...]]:
     """Start the gateway from the source tree ``source``; (OpenAI base URL, its pids)."""
     config = procs.workdir / f"{name}.yaml"
-    config.write_text(json.dumps(gateway_config(upstream, procs.workdir / name)))  # JSON is YAML
+    data = gateway_config(upstream, procs.workdir / name, transport)
+    if source != ROOT:
+        del data["listen"]  # another tree may not know the key: it runs as it was
+    config.write_text(json.dumps(data))  # JSON is YAML
     script = shutil.which("inference-gateway", path=str(Path(sys.executable).parent))
     # Without the console script (or for another tree), its module from the working directory.
     exe = [script] if script and source == ROOT else [sys.executable, "-m", "gateway_common.cli"]
@@ -452,6 +456,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="environment of the 'gateway' process (not the baseline's); repeatable")
     p.add_argument("--split", action="store_true",
                    help="run the core and the edge as two processes instead of `serve`")
+    p.add_argument("--grpc-hop", action="store_true",
+                   help="add gateway-grpc: serve with the edge calling the core over its gRPC"
+                        " port (listen.core_transport: grpc), as in production's two processes")
     p.add_argument("--no-grpc-floor", dest="grpc_floor", action="store_false",
                    help="skip measuring the bare gRPC hop (benchmarks/grpc_floor.py)")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
@@ -481,6 +488,11 @@ async def run(args: argparse.Namespace) -> Results:
             if args.mock:
                 targets.append(Target("gateway-mock", gw_url, "bench-mock", "bench-mock",
                                       gw_pids))
+            if args.grpc_hop:
+                hop_url, hop_pids = await start_gateway(
+                    procs, f"{upstream}/v1", name="gateway-grpc", env=gw_env, transport="grpc")
+                log(f"gateway-grpc: serve with listen.core_transport grpc at {hop_url}")
+                targets.append(Target("gateway-grpc", hop_url, "bench", "bench-paced", hop_pids))
             for i, tree in enumerate(args.baseline, 1):
                 name = "baseline" if i == 1 else f"baseline{i}"
                 base_url, base_pids = await start_gateway(

@@ -69,6 +69,9 @@ class ListenConfig:
     core_address: str | None = None
     # Port of the core's own /metrics when it runs apart from the edge (0: off).
     core_metrics_port: int = 0
+    # How `serve` (edge and core in one process) connects them: "local" hands each call to the
+    # core's handlers in process; "grpc" goes through the core's gRPC port, as `edge` always does.
+    core_transport: Literal["local", "grpc"] = "local"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ auth (``gateway_core/auth``; off when ``auth.enabled`` is false).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 from gateway_common.config import GatewayConfig
 from gateway_core.auth.runtime import AuthRuntime, start_auth
 from gateway_core.interceptors import ErrorInterceptor, MetricsInterceptor
+from gateway_core.local_channel import LocalChannel, LocalServer, Registrar
 from gateway_core.providers.base import SessionPool
 from gateway_core.registry import ModelRegistry
 from gateway_core.servicers.inference import InferenceServicer
@@ -61,17 +63,28 @@ class CoreHandle:
     extras: list[Any] = field(default_factory=list)
     # Tokens, admin and usage (None when auth.enabled is false).
     auth: AuthRuntime | None = None
+    # The same handlers and interceptors, for callers in this process (see local_channel.py).
+    local: LocalServer | None = None
+
+    def local_channel(self) -> LocalChannel:
+        """A channel that serves the edge's calls in this process, without the gRPC transport."""
+        if self.local is None:
+            raise RuntimeError("this core was started without its local server")
+        return self.local.channel()
 
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        if self.local is not None:
+            await asyncio.gather(self.server.stop(grace), self.local.stop(grace))
+        else:
+            await self.server.stop(grace)
         await self.registry.close()
         await self.sessions.close()
         for extra in self.extras:
             await extra.close()
 
 
-def _add_reflection(server: aio.Server, services: Sequence[str]) -> None:
+def _add_reflection(server: Any, services: Sequence[str]) -> None:
     names = [*services, reflection.SERVICE_NAME, REFLECTION_V1]
     servicer = ReflectionServicer(names)
     reflection.enable_server_reflection(names, server)  # v1alpha, for the pip clients
@@ -103,14 +116,18 @@ async def start_core(
         *extra_interceptors,
     ]
     server = aio.server(interceptors=interceptors, options=server_options(config))
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits), server)
-    pb_grpc.add_ModelsServicer_to_server(ModelsServicer(registry), server)
+    local = LocalServer(interceptors)
+    # Every service goes on both: the gRPC port for other processes, the local server for an
+    # edge in this one.
+    both: Any = Registrar(server, local)
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits), both)
+    pb_grpc.add_ModelsServicer_to_server(ModelsServicer(registry), both)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, both)
     services = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
     if auth is not None:
-        services += auth.add_to_server(server)
-    _add_reflection(server, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+        services += auth.add_to_server(both)
+    _add_reflection(both, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bind_host = host or config.listen.host
     address = f"{bind_host}:{config.listen.grpc_port if port is None else port}"
     try:
@@ -129,4 +146,4 @@ async def start_core(
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("core listening on %s:%d (%d models)", bind_host, bound, len(registry.entries()))
     return CoreHandle(server, bound, registry, sessions, health,
-                      extras=[auth] if auth is not None else [], auth=auth)
+                      extras=[auth] if auth is not None else [], auth=auth, local=local)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -50,8 +51,10 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return resp
 
 
-def create_app(config: GatewayConfig, core_address: str | None = None) -> web.Application:
-    """The edge application, talking to the core at ``core_address`` (default from config)."""
+def create_app(config: GatewayConfig, core_address: str | None = None,
+               channel: aio.Channel | None = None) -> web.Application:
+    """The edge application, talking to the core at ``core_address`` (default from config), or
+    over ``channel`` when given (the core's local channel, in one process with it)."""
     limit = max(config.limits.max_body_bytes, config.limits.max_upload_bytes)
     app = web.Application(
         middlewares=[context_middleware, metrics_middleware, error_middleware],
@@ -61,7 +64,7 @@ def create_app(config: GatewayConfig, core_address: str | None = None) -> web.Ap
     app[ROUTE_DIALECTS] = {}
 
     async def core_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = CoreClient(config, core_address)
+        client = CoreClient(config, core_address, channel)
         app[CORE] = client
         await client.start()
         yield
@@ -95,9 +98,10 @@ async def start_edge(
     host: str | None = None,
     port: int | None = None,
     core_address: str | None = None,
+    channel: aio.Channel | None = None,
 ) -> EdgeHandle:
     """Start the edge; ``port=0`` picks a free port (see ``handle.port``)."""
-    app = create_app(config, core_address)
+    app = create_app(config, core_address, channel)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

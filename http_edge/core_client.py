@@ -50,10 +50,13 @@ def channel_options(config: GatewayConfig) -> list[tuple[str, Any]]:
 class CoreClient:
     """Stubs on one shared channel, plus the model names the core serves (for bounded labels)."""
 
-    def __init__(self, config: GatewayConfig, address: str | None = None) -> None:
+    def __init__(self, config: GatewayConfig, address: str | None = None,
+                 channel: aio.Channel | None = None) -> None:
+        """A gRPC channel to ``address`` (default from config), or the ``channel`` given: the
+        core's local channel when both run in one process."""
         self.config = config
-        self.address = address or config.core_address
-        self.channel = aio.insecure_channel(self.address, options=channel_options(config))
+        self.address = "local" if channel is not None else (address or config.core_address)
+        self.channel = channel or aio.insecure_channel(self.address, options=channel_options(config))
         self.inference = pb_grpc.InferenceStub(self.channel)
         self.models = pb_grpc.ModelsStub(self.channel)
         self.admin = apb_grpc.AdminStub(self.channel)

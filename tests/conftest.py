@@ -100,10 +100,13 @@ class Gateway:
         await self.core.stop(0)
 
 
-async def start_gateway(config: GatewayConfig) -> Gateway:
+async def start_gateway(config: GatewayConfig, transport: str = "local") -> Gateway:
+    """Core and edge in this process, the edge calling the core over ``transport``: "local"
+    (the core's in-process channel, as ``serve`` does) or "grpc" (its port, as ``edge`` does)."""
     core = await start_core(config, host="127.0.0.1", port=0)
     edge = await start_edge(config, host="127.0.0.1", port=0,
-                            core_address=f"127.0.0.1:{core.port}")
+                            core_address=f"127.0.0.1:{core.port}",
+                            channel=core.local_channel() if transport == "local" else None)
     return Gateway(core, edge, config)
 
 
@@ -117,13 +120,21 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
+@pytest.fixture(params=["local", "grpc"])
+def core_transport(request: pytest.FixtureRequest) -> str:
+    """Every test through the edge runs twice: the edge calling the core in process (``serve``)
+    and over the core's gRPC port (``edge`` apart from ``core``)."""
+    transport: str = request.param
+    return transport
+
+
 @pytest.fixture
-async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+async def gateway_factory(core_transport: str) -> AsyncIterator[GatewayFactory]:
     """Start gateways from config data (a dict as in YAML); all are stopped after the test."""
     started: list[Gateway] = []
 
     async def factory(data: dict[str, Any]) -> Gateway:
-        gw = await start_gateway(parse_config(data))
+        gw = await start_gateway(parse_config(data), core_transport)
         started.append(gw)
         return gw
 

@@ -1,0 +1,577 @@
+"""An in-process channel to the core, for an edge running in the same process (``serve``).
+
+The edge's generated stubs take any ``grpc.aio.Channel``; this one hands each call to the core's
+own method handlers, through the same server interceptors (metrics, errors, auth, usage) in the
+same order, with gRPC's semantics: a deadline that cancels the handler and ends the call with
+DEADLINE_EXCEEDED, cancellation that reaches the handler (and so the upstream), status, details
+and trailing metadata from ``context.abort``, ``AioRpcError`` on failure. What it leaves out is the
+transport: no HTTP/2 framing, no serialization, no completion-queue thread and no cross-thread
+wake-up per message, which on a small machine cost more than everything else the gateway does
+(``benchmarks/grpc_floor.py``).
+
+Messages are handed over, not copied: a request belongs to the handler once sent, and a response
+to the caller once received (neither side touches a message after passing it on). The gRPC port is
+still served for internal callers; ``listen.core_transport: grpc`` makes the edge use it instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, NamedTuple, NoReturn, TypeAlias
+
+import grpc
+from grpc import aio
+
+log = logging.getLogger(__name__)
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the type stubs only
+MetadataLike = aio.Metadata | Sequence[tuple[str, str | bytes]] | None
+
+# Messages a server stream may run ahead of its reader (gRPC's flow control, by count).
+STREAM_BUFFER = 32
+
+_EMPTY = aio.Metadata()
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    invocation_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+class LocalServer:
+    """Collects the core's handlers (registered beside the real server's) and its interceptors."""
+
+    def __init__(self, interceptors: Sequence[aio.ServerInterceptor]) -> None:
+        self._interceptors = tuple(interceptors)
+        self._generic: list[grpc.GenericRpcHandler] = []
+        self._registered: dict[str, Handler] = {}
+
+        async def lookup(details: grpc.HandlerCallDetails) -> Handler | None:
+            return self._lookup(details)
+
+        # The interceptor chain, built once (each interceptor keeps its own per-method cache).
+        entry: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]] = lookup
+        for interceptor in reversed(self._interceptors):
+            entry = _chain(interceptor, entry)
+        self._entry = entry
+        self._stopped = False
+        self._calls: set[asyncio.Task[Any]] = set()
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def stop(self, grace: float | None) -> None:
+        """As the gRPC server's stop: refuse new calls, give running ones ``grace`` seconds (None:
+        as long as they take), then cancel what is left."""
+        self._stopped = True
+        running = [t for t in self._calls if not t.done()]
+        if running and grace != 0:
+            await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    # The two registration calls generated ``add_*Servicer_to_server`` functions make.
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        for name, handler in handlers.items():
+            self._registered[f"/{service}/{name}"] = handler
+
+    def _lookup(self, details: grpc.HandlerCallDetails) -> Handler | None:
+        found = self._registered.get(details.method)
+        if found is not None:
+            return found
+        for generic in self._generic:
+            found = generic.service(details)
+            if found is not None:
+                return found
+        return None
+
+    async def handler_for(self, method: str, metadata: tuple[tuple[str, str | bytes], ...]
+                          ) -> Handler | None:
+        """The handler for one call, through the interceptor chain (outermost first)."""
+        return await self._entry(_CallDetails(method, metadata))  # type: ignore[arg-type]
+
+    def channel(self) -> LocalChannel:
+        return LocalChannel(self)
+
+
+def _chain(
+    interceptor: aio.ServerInterceptor,
+    continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+) -> Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]:
+    async def step(details: grpc.HandlerCallDetails) -> Handler | None:
+        return await interceptor.intercept_service(continuation, details)
+
+    return step
+
+
+def _metadata_tuple(metadata: MetadataLike) -> tuple[tuple[str, str | bytes], ...]:
+    if not metadata:
+        return ()
+    return tuple((key, value) for key, value in metadata)
+
+
+class LocalContext(aio.ServicerContext[Any, Any]):
+    """The servicer's view of a local call: the subset of gRPC's context a handler may use."""
+
+    def __init__(self, metadata: tuple[tuple[str, str | bytes], ...], deadline: float | None,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._metadata = metadata
+        self._deadline = deadline
+        self._loop = loop
+        self._code: grpc.StatusCode | None = None
+        self._details: str | None = None
+        self._trailing: tuple[tuple[str, str | bytes], ...] = ()
+        self._done = False
+        self._callbacks: list[Callable[[Any], None]] = []
+
+    async def abort(self, code: grpc.StatusCode, details: str = "",
+                    trailing_metadata: MetadataLike = ()) -> NoReturn:
+        if code == grpc.StatusCode.OK:
+            log.error("abort() called with StatusCode.OK; returning UNKNOWN")
+            code = grpc.StatusCode.UNKNOWN
+        self._code = code
+        self._details = details
+        if trailing_metadata:
+            self._trailing = _metadata_tuple(trailing_metadata)
+        raise aio.AbortError()
+
+    async def abort_with_status(self, status: Any) -> NoReturn:
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:  # type: ignore[override]
+        return self._metadata
+
+    def time_remaining(self) -> float | None:  # type: ignore[override]  # grpc: None, no deadline
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - self._loop.time())
+
+    def set_trailing_metadata(self, trailing_metadata: MetadataLike) -> None:
+        self._trailing = _metadata_tuple(trailing_metadata)
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:  # type: ignore[override]
+        return self._trailing
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode | None:  # type: ignore[override]
+        return self._code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def details(self) -> str | None:  # type: ignore[override]
+        return self._details
+
+    def peer(self) -> str:
+        return "local"
+
+    def peer_identities(self) -> None:
+        return None
+
+    def peer_identity_key(self) -> None:
+        return None
+
+    def auth_context(self) -> dict[str, Any]:
+        return {}
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        return None
+
+    def disable_next_message_compression(self) -> None:
+        return None
+
+    async def send_initial_metadata(self, initial_metadata: MetadataLike) -> None:
+        return None
+
+    async def read(self) -> NoReturn:
+        raise RuntimeError("context.read() is not served on the local channel")
+
+    async def write(self, message: Any) -> NoReturn:
+        raise RuntimeError("context.write() is not served on the local channel")
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._callbacks.append(callback)
+
+    def cancelled(self) -> bool:
+        return self._done and self._code == grpc.StatusCode.CANCELLED
+
+    def done(self) -> bool:
+        return self._done
+
+    def _finish(self) -> None:
+        self._done = True
+        for callback in self._callbacks:
+            try:
+                callback(self)
+            except Exception:  # a callback's failure is its own, as in grpc
+                log.exception("done callback of a local call failed")
+
+
+def _rpc_error(code: grpc.StatusCode, details: str | None,
+               trailing: tuple[tuple[str, str | bytes], ...] = ()) -> aio.AioRpcError:
+    return aio.AioRpcError(code, _EMPTY, aio.Metadata(*trailing) if trailing else _EMPTY, details)
+
+
+def _error_of(ctx: LocalContext, exc: BaseException | None) -> aio.AioRpcError:
+    """The error a caller sees when the handler ended with ``exc`` (None: it returned)."""
+    if isinstance(exc, aio.AbortError) or exc is None:
+        return _rpc_error(ctx._code or grpc.StatusCode.UNKNOWN, ctx._details, ctx._trailing)
+    if isinstance(exc, TimeoutError):
+        return _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    # What grpc.aio reports for an exception that escapes a handler (ours never let one escape).
+    log.error("unhandled exception in a local call", exc_info=exc)
+    return _rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc).__name__}")
+
+
+class _Ended(Exception):
+    """The call ended before its handler ran (no such method)."""
+
+    def __init__(self, error: aio.AioRpcError) -> None:
+        self.error = error
+
+
+class _LocalCall:
+    """What every local call shares: context, the task running the handler, and the outcome."""
+
+    _task: asyncio.Task[Any]
+
+    def __init__(self, server: LocalServer, method: str, timeout: float | None,
+                 metadata: MetadataLike) -> None:
+        self._server = server
+        self._method = method
+        self._loop = asyncio.get_running_loop()
+        self._deadline = None if timeout is None else self._loop.time() + timeout
+        self._ctx = LocalContext(_metadata_tuple(metadata), self._deadline, self._loop)
+        self._status: grpc.StatusCode | None = None
+        self._error: aio.AioRpcError | None = None
+
+    def _start(self, coro: Awaitable[Any]) -> None:
+        # A context of its own, as a server's handler has: the core's context variables (caller
+        # identity, model) never leak into the edge's request, nor the edge's into the core.
+        self._task = self._loop.create_task(coro, context=contextvars.Context())  # type: ignore[arg-type]
+        self._server._track(self._task)
+
+    async def _handler(self, kind: str) -> Any:
+        """The behaviour of the method's handler of ``kind`` ("unary_unary", ...)."""
+        if self._server._stopped:
+            raise _Ended(_rpc_error(grpc.StatusCode.UNAVAILABLE, "the core is shutting down"))
+        handler = await self._server.handler_for(self._method, self._ctx._metadata)
+        if handler is None:
+            raise _Ended(_rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"))
+        behavior = getattr(handler, kind)
+        if behavior is None:
+            raise _Ended(_rpc_error(grpc.StatusCode.UNIMPLEMENTED,
+                                    f"{self._method} is not a {kind} method"))
+        return behavior
+
+    def _settle(self, exc: BaseException | None) -> aio.AioRpcError | None:
+        """Record how the handler ended (``exc``: what it raised, None: it returned)."""
+        error: aio.AioRpcError | None
+        if isinstance(exc, _Ended):
+            error = exc.error
+        elif exc is None and self._ctx._code in (None, grpc.StatusCode.OK):
+            error = None
+        else:
+            error = _error_of(self._ctx, exc)
+        self._error = error
+        self._status = grpc.StatusCode.OK if error is None else error.code()
+        self._ctx._code = self._status
+        self._ctx._finish()
+        return error
+
+    def _cancelled(self) -> None:
+        self._status = self._ctx._code = grpc.StatusCode.CANCELLED
+        self._ctx._finish()
+
+    # ---- the call's surface (grpc.aio.Call) ----
+
+    def cancel(self) -> bool:
+        if self._task.done():
+            return False
+        return self._task.cancel()
+
+    def cancelled(self) -> bool:
+        return self._status == grpc.StatusCode.CANCELLED
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._task.add_done_callback(lambda _task: callback(self))
+
+    def time_remaining(self) -> float | None:
+        return self._ctx.time_remaining()
+
+    async def initial_metadata(self) -> aio.Metadata:
+        return _EMPTY
+
+    async def _settled(self) -> None:
+        if not self._task.done():
+            await asyncio.wait((self._task,))
+
+    async def trailing_metadata(self) -> aio.Metadata:
+        await self._settled()
+        trailing = self._ctx._trailing
+        return aio.Metadata(*trailing) if trailing else _EMPTY
+
+    async def code(self) -> grpc.StatusCode:
+        await self._settled()
+        return self._status or grpc.StatusCode.CANCELLED
+
+    async def details(self) -> str:
+        await self._settled()
+        if self._error is not None:
+            return self._error.details() or ""
+        return "Locally cancelled by application!" if self.cancelled() else ""
+
+    async def wait_for_connection(self) -> None:
+        return None
+
+
+async def _with_deadline(deadline: float | None, work: Awaitable[Any]) -> Any:
+    if deadline is None:
+        return await work
+    async with asyncio.timeout_at(deadline):
+        return await work
+
+
+class LocalUnaryUnaryCall(_LocalCall, aio.UnaryUnaryCall[Any, Any]):
+    def __init__(self, server: LocalServer, method: str, request: Any, timeout: float | None,
+                 metadata: MetadataLike) -> None:
+        super().__init__(server, method, timeout, metadata)
+        self._start(self._run(request))
+
+    async def _run(self, request: Any) -> Any:
+        try:
+            behavior = await self._handler("unary_unary")
+            response = await _with_deadline(self._deadline, behavior(request, self._ctx))
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
+        except BaseException as exc:
+            error = self._settle(exc)
+        else:
+            error = self._settle(None)
+        if error is not None:
+            raise error
+        return response
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+
+class LocalStreamUnaryCall(_LocalCall, aio.StreamUnaryCall[Any, Any]):
+    def __init__(self, server: LocalServer, method: str, requests: Any, timeout: float | None,
+                 metadata: MetadataLike) -> None:
+        super().__init__(server, method, timeout, metadata)
+        self._start(self._run(_as_async_iterator(requests)))
+
+    async def _run(self, requests: AsyncIterator[Any]) -> Any:
+        try:
+            behavior = await self._handler("stream_unary")
+            response = await _with_deadline(self._deadline, behavior(requests, self._ctx))
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
+        except BaseException as exc:
+            error = self._settle(exc)
+        else:
+            error = self._settle(None)
+        if error is not None:
+            raise error
+        return response
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+    async def write(self, request: Any) -> NoReturn:
+        raise RuntimeError("local stream-unary calls take a request iterator")
+
+    async def done_writing(self) -> None:
+        return None
+
+
+async def _as_async_iterator(requests: Any) -> AsyncIterator[Any]:
+    if isinstance(requests, AsyncIterable):
+        async for item in requests:
+            yield item
+    else:
+        for item in requests:
+            yield item
+
+
+class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
+    """A server stream: the handler runs in its own task, up to STREAM_BUFFER messages ahead."""
+
+    def __init__(self, server: LocalServer, method: str, request: Any, timeout: float | None,
+                 metadata: MetadataLike) -> None:
+        super().__init__(server, method, timeout, metadata)
+        self._items: deque[Any] = deque()
+        self._reader: asyncio.Future[None] | None = None  # the reader waits for a message
+        self._writer: asyncio.Future[None] | None = None  # the handler waits for room
+        self._start(self._run(request))
+
+    def _wake(self, waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _produce(self, request: Any) -> None:
+        behavior = await self._handler("unary_stream")
+        items = self._items
+        async for item in behavior(request, self._ctx):
+            items.append(item)
+            self._wake(self._reader)
+            if len(items) >= STREAM_BUFFER:
+                self._writer = self._loop.create_future()
+                await self._writer
+
+    async def _run(self, request: Any) -> None:
+        # The outcome is read by read(): the task itself ends without an error to retrieve.
+        try:
+            await _with_deadline(self._deadline, self._produce(request))
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
+        except BaseException as exc:
+            self._settle(exc)
+        else:
+            self._settle(None)
+        finally:
+            self._wake(self._reader)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self.read()
+        if item is aio.EOF:
+            raise StopAsyncIteration
+        return item
+
+    async def read(self) -> Any:
+        items = self._items
+        while not items:
+            if self._task.done():
+                if self._error is not None:
+                    raise self._error
+                if self._status == grpc.StatusCode.CANCELLED or self._task.cancelled():
+                    raise asyncio.CancelledError
+                return aio.EOF
+            self._reader = self._loop.create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        item = items.popleft()
+        if self._writer is not None and len(items) < STREAM_BUFFER // 2:
+            self._wake(self._writer)
+            self._writer = None
+        return item
+
+
+class _MultiCallable:
+    def __init__(self, server: LocalServer, method: str) -> None:
+        self._server = server
+        self._method = method
+
+
+class _UnaryUnary(_MultiCallable, aio.UnaryUnaryMultiCallable[Any, Any]):
+    def __call__(self, request: Any, *, timeout: float | None = None,
+                 metadata: MetadataLike = None, **_: Any) -> LocalUnaryUnaryCall:
+        return LocalUnaryUnaryCall(self._server, self._method, request, timeout, metadata)
+
+
+class _UnaryStream(_MultiCallable, aio.UnaryStreamMultiCallable[Any, Any]):
+    def __call__(self, request: Any, *, timeout: float | None = None,
+                 metadata: MetadataLike = None, **_: Any) -> LocalUnaryStreamCall:
+        return LocalUnaryStreamCall(self._server, self._method, request, timeout, metadata)
+
+
+class _StreamUnary(_MultiCallable, aio.StreamUnaryMultiCallable[Any, Any]):
+    def __call__(self, request_iterator: Any = None, timeout: float | None = None,
+                 metadata: MetadataLike = None, credentials: Any = None,
+                 wait_for_ready: bool | None = None, compression: Any = None,
+                 ) -> LocalStreamUnaryCall:
+        if request_iterator is None:
+            raise ValueError("local stream-unary calls take a request iterator")
+        return LocalStreamUnaryCall(self._server, self._method, request_iterator, timeout,
+                                    metadata)
+
+
+class _StreamStream(_MultiCallable, aio.StreamStreamMultiCallable[Any, Any]):
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        # Bidirectional streams are reflection's only: callers use the gRPC port for that.
+        raise NotImplementedError(f"{self._method}: bidirectional streams are not served locally")
+
+
+class LocalChannel(aio.Channel):
+    """A ``grpc.aio.Channel`` whose calls are served by a ``LocalServer`` in this process."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self._server = server
+
+    def unary_unary(self, method: str, request_serializer: Any = None,
+                    response_deserializer: Any = None, _registered_method: bool | None = False
+                    ) -> _UnaryUnary:
+        return _UnaryUnary(self._server, method)
+
+    def unary_stream(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, _registered_method: bool | None = False
+                     ) -> _UnaryStream:
+        return _UnaryStream(self._server, method)
+
+    def stream_unary(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, _registered_method: bool | None = False
+                     ) -> _StreamUnary:
+        return _StreamUnary(self._server, method)
+
+    def stream_stream(self, method: str, request_serializer: Any = None,
+                      response_deserializer: Any = None, _registered_method: bool | None = False
+                      ) -> _StreamStream:
+        return _StreamStream(self._server, method)
+
+    async def close(self, grace: float | None = None) -> None:
+        return None
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return grpc.ChannelConnectivity.READY
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await asyncio.Event().wait()  # a local channel never changes state
+
+    async def channel_ready(self) -> None:
+        return None
+
+    async def __aenter__(self) -> LocalChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class Registrar:
+    """Registers every handler on the real server and on the local one alike."""
+
+    def __init__(self, server: aio.Server, local: LocalServer) -> None:
+        self._server = server
+        self._local = local
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+        self._local.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        self._server.add_registered_method_handlers(service, handlers)
+        self._local.add_registered_method_handlers(service, handlers)
