@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pybase64
+
 from gateway_core.errors import UpstreamError
 from inference_gateway.v1 import inference_pb2 as pb
 
@@ -58,7 +60,7 @@ def packed_vector(values: Any) -> bytes:
     """A vector as little-endian float32 bytes: from a list of numbers (converted in C, no
     per-value Python work), or from base64 that already holds exactly those bytes."""
     if isinstance(values, str):
-        raw = binascii.a2b_base64(values, strict_mode=True)  # C-level check, no regex
+        raw = pybase64.b64decode(values, validate=True)  # SIMD, about 10x binascii
         if not raw or len(raw) % 4:
             raise ValueError("a base64 vector must hold a whole number of float32 values")
         if _LITTLE:
@@ -163,7 +165,7 @@ def b64_bytes(value: Any) -> bytes:
         raise TypeError("expected a base64 string")
     if value.startswith("data:"):
         value = value.split(",", 1)[1]
-    return binascii.a2b_base64(value, strict_mode=True)
+    return pybase64.b64decode(value, validate=True)
 
 
 def image_mime(data: bytes) -> str:

@@ -11,9 +11,9 @@ images → a base64 string; ``transcript`` → ``{"text"}``; ``translate`` →
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
+import pybase64
 from google.protobuf import json_format, struct_pb2
 
 from http_edge.body import Fields, check_nesting
@@ -252,7 +252,7 @@ def image_request(body: dict[str, Any], model: str) -> pb.ImageRequest:
 
 
 def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return pybase64.b64encode_as_string(data)
 
 
 def images_json(resp: pb.ImageResponse) -> Any:

@@ -5,12 +5,12 @@ where the shapes agree.
 
 from __future__ import annotations
 
-import base64
 import sys
 import time
 from array import array
 from typing import Any
 
+import pybase64
 from google.protobuf import struct_pb2
 
 from http_edge.body import Fields, check_nesting
@@ -121,7 +121,7 @@ def packed_values(e: pb.Embedding) -> bytes:
 
 def vector_b64(e: pb.Embedding) -> str:
     """float32 little-endian bytes in base64: what the OpenAI SDK decodes by default."""
-    return base64.b64encode(packed_values(e)).decode("ascii")
+    return pybase64.b64encode_as_string(packed_values(e))
 
 
 def vector_floats(e: pb.Embedding) -> list[float]:
@@ -270,7 +270,7 @@ def image_request(body: dict[str, Any]) -> tuple[pb.ImageRequest, str]:
 def image_response(resp: pb.ImageResponse, fmt: str) -> dict[str, Any]:
     data: list[dict[str, Any]] = []
     for img in resp.images:
-        b64 = base64.b64encode(img.data).decode("ascii")
+        b64 = pybase64.b64encode_as_string(img.data)
         # No image host here: a URL is a data: URL, which browsers and HTTP clients accept.
         item: dict[str, Any] = ({"b64_json": b64} if fmt == "b64_json"
                                 else {"url": f"data:{img.mime_type or 'image/png'};base64,{b64}"})
