@@ -59,21 +59,21 @@ class LocalServer:
             entry = _chain(interceptor, entry)
         self._entry = entry
         self._stopped = False
-        self._calls: set[asyncio.Task[Any]] = set()
+        self._calls: set[_LocalCall] = set()
 
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+    def _track(self, call: _LocalCall) -> None:
+        self._calls.add(call)
+        call._task.add_done_callback(lambda _task: self._calls.discard(call))
 
     async def stop(self, grace: float | None) -> None:
         """As the gRPC server's stop: refuse new calls, give running ones ``grace`` seconds (None:
         as long as they take), then cancel what is left."""
         self._stopped = True
-        running = [t for t in self._calls if not t.done()]
+        running = [c._task for c in self._calls if not c._task.done()]
         if running and grace != 0:
             await asyncio.wait(running, timeout=grace)
-        for task in running:
-            task.cancel()
+        for call in list(self._calls):
+            call._stop()  # the caller sees UNAVAILABLE, as from a stopping gRPC server
         if running:
             await asyncio.wait(running)
 
@@ -242,6 +242,11 @@ class _Ended(Exception):
         self.error = error
 
 
+def _stopped() -> _Ended:
+    """What a call still running when the server stops ends with (gRPC's own words)."""
+    return _Ended(_rpc_error(grpc.StatusCode.UNAVAILABLE, "Cancelling all calls"))
+
+
 class _LocalCall:
     """What every local call shares: context, the task running the handler, and the outcome."""
 
@@ -256,12 +261,13 @@ class _LocalCall:
         self._ctx = LocalContext(_metadata_tuple(metadata), self._deadline, self._loop)
         self._status: grpc.StatusCode | None = None
         self._error: aio.AioRpcError | None = None
+        self._stopping = False  # cancelled by the server's stop, not by the caller
 
     def _start(self, coro: Awaitable[Any]) -> None:
         # A context of its own, as a server's handler has: the core's context variables (caller
         # identity, model) never leak into the edge's request, nor the edge's into the core.
         self._task = self._loop.create_task(coro, context=contextvars.Context())  # type: ignore[arg-type]
-        self._server._track(self._task)
+        self._server._track(self)
 
     async def _handler(self, kind: str) -> Any:
         """The behaviour of the method's handler of ``kind`` ("unary_unary", ...)."""
@@ -294,6 +300,11 @@ class _LocalCall:
     def _cancelled(self) -> None:
         self._status = self._ctx._code = grpc.StatusCode.CANCELLED
         self._ctx._finish()
+
+    def _stop(self) -> None:
+        if not self._task.done():
+            self._stopping = True
+            self._task.cancel()
 
     # ---- the call's surface (grpc.aio.Call) ----
 
@@ -358,8 +369,10 @@ class LocalUnaryUnaryCall(_LocalCall, aio.UnaryUnaryCall[Any, Any]):
             behavior = await self._handler("unary_unary")
             response = await _with_deadline(self._deadline, behavior(request, self._ctx))
         except asyncio.CancelledError:
-            self._cancelled()
-            raise
+            if not self._stopping:
+                self._cancelled()
+                raise
+            error = self._settle(_stopped())
         except BaseException as exc:
             error = self._settle(exc)
         else:
@@ -383,8 +396,10 @@ class LocalStreamUnaryCall(_LocalCall, aio.StreamUnaryCall[Any, Any]):
             behavior = await self._handler("stream_unary")
             response = await _with_deadline(self._deadline, behavior(requests, self._ctx))
         except asyncio.CancelledError:
-            self._cancelled()
-            raise
+            if not self._stopping:
+                self._cancelled()
+                raise
+            error = self._settle(_stopped())
         except BaseException as exc:
             error = self._settle(exc)
         else:
@@ -442,8 +457,10 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         try:
             await _with_deadline(self._deadline, self._produce(request))
         except asyncio.CancelledError:
-            self._cancelled()
-            raise
+            if not self._stopping:
+                self._cancelled()
+                raise
+            self._settle(_stopped())
         except BaseException as exc:
             self._settle(exc)
         else:

@@ -300,10 +300,12 @@ async def test_core_context_stays_in_the_core(channels: Channels, probe: Probe) 
     assert len(probe.seen) == 2
 
 
-async def _stop_during_slow_call(ch: aio.Channel, stop: Callable[[float], Awaitable[None]]
-                                 ) -> tuple[Outcome, float]:
+async def _stop_during_slow_call(ch: aio.Channel, stop: Callable[[float], Awaitable[None]],
+                                 stream: bool = False) -> tuple[Outcome, float]:
     """Stop with a 0.2 s grace while a slow call runs: how the call ended, and when."""
-    call = pb_grpc.InferenceStub(ch).Chat(chat("fake-slow"), timeout=5)
+    stub = pb_grpc.InferenceStub(ch)
+    call = (drain(stub.ChatStream(chat("fake-slow"), timeout=5)) if stream
+            else stub.Chat(chat("fake-slow"), timeout=5))
     waiter = asyncio.ensure_future(outcome(call))
     await asyncio.sleep(0.05)
     started = time.monotonic()
@@ -330,17 +332,15 @@ async def test_stop(core: CoreHandle, channels: Channels, upstream: FakeOpenAI) 
     assert (await outcome(drain(local.ChatStream(chat("mock-chat"))))).code == remote.code
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stop(grace) cancels a running local call's task, so the caller gets asyncio.CancelledError "
-    "(code CANCELLED) as if it had cancelled the call itself; grpc's server.stop(grace) ends it "
-    "with AioRpcError UNAVAILABLE 'Cancelling all calls'"))
-async def test_stop_ends_a_running_call_as_grpc_does(core: CoreHandle, channels: Channels) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_stop_ends_a_running_call_as_grpc_does(core: CoreHandle, channels: Channels,
+                                                     stream: bool) -> None:
     assert core.local is not None
-    remote, _ = await _stop_during_slow_call(channels["grpc"], core.server.stop)
-    local, elapsed = await _stop_during_slow_call(channels["local"], core.local.stop)
+    remote, _ = await _stop_during_slow_call(channels["grpc"], core.server.stop, stream)
+    local, elapsed = await _stop_during_slow_call(channels["local"], core.local.stop, stream)
     assert elapsed < 1.0
     assert remote.code == grpc.StatusCode.UNAVAILABLE
-    assert local.code == remote.code
+    assert (local.code, local.details) == (remote.code, remote.details)
 
 
 async def test_stream_runs_at_most_a_buffer_ahead_of_its_reader(channels: Channels) -> None:
