@@ -198,12 +198,20 @@ def test_packed_vectors_round_trip_through_the_wire_form() -> None:
     assert resp.model == "m" and [e.index for e in resp.embeddings] == [0, 1, 2]
     assert [list(e.values) for e in resp.embeddings] == vectors
     again = pb.EmbedResponse.FromString(resp.SerializeToString())
-    assert [edge_wire.vector_floats(e) for e in again.embeddings] == [
-        list(e.values) for e in resp.embeddings]
-    # A message built field by field (index set, values unpacked or packed) reads the same.
-    built = pb.Embedding(index=300, values=[1.5, 2.5])
-    assert edge_wire.vector_floats(built) == [1.5, 2.5]
-    assert edge_wire.vector_b64(built) == "AADAPwAAIEA="
+    assert [(i, edge_wire.vector_floats(p)) for i, p in edge_wire.packed_vectors(again)] == [
+        (e.index, list(e.values)) for e in resp.embeddings]
+    # A message built field by field (index set, usage after the vectors) reads the same.
+    built = pb.EmbedResponse(model="m", usage=pb.Usage(prompt_tokens=3),
+                             embeddings=[pb.Embedding(index=300, values=[1.5, 2.5])])
+    [(index, packed)] = edge_wire.packed_vectors(built)
+    assert index == 300 and edge_wire.vector_floats(packed) == [1.5, 2.5]
+    assert edge_wire.vector_b64(packed) == "AADAPwAAIEA="
+    # A vector split in two packed runs and an unpacked float (legal on the wire) is joined.
+    wire = (b"\x12\x0f" + b"\x08\x02" + b"\x12\x04" + struct.pack("<f", 1.0)
+            + b"\x15" + struct.pack("<f", 2.0) + b"\x12\x00")
+    split = pb.EmbedResponse.FromString(wire)
+    assert [(i, edge_wire.vector_floats(p)) for i, p in edge_wire.packed_vectors(split)] == [
+        (2, [1.0, 2.0])]
     assert core_wire.packed_vector("AADAPwAAIEA=") == struct.pack("<2f", 1.5, 2.5)
     for bad in ([], ["x"], [None], "AAA", "not base64!"):
         with pytest.raises((TypeError, ValueError)):

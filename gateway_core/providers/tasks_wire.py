@@ -83,12 +83,11 @@ def embed_response(model: str, vectors: list[bytes]) -> pb.EmbedResponse:
     ``packed_vector``: 64 vectors of 1,024 values cost one parse, not 65,536 conversions.
     """
     name = model.encode()
-    buf = bytearray(_MODEL_TAG + _varint(len(name)) + name)
+    parts = [_MODEL_TAG, _varint(len(name)), name]
     for i, packed in enumerate(vectors):
-        item = (_INDEX_TAG + _varint(i) if i else b"") + _VALUES_TAG + _varint(len(packed)) \
-            + packed
-        buf += _EMBEDDINGS_TAG + _varint(len(item)) + item
-    return pb.EmbedResponse.FromString(bytes(buf))
+        head = (_INDEX_TAG + _varint(i) if i else b"") + _VALUES_TAG + _varint(len(packed))
+        parts += (_EMBEDDINGS_TAG, _varint(len(head) + len(packed)), head, packed)
+    return pb.EmbedResponse.FromString(b"".join(parts))  # each vector copied once, then parsed
 
 
 def embeddings(vectors: list[Any], model: str, expected: int) -> pb.EmbedResponse:

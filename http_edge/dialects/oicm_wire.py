@@ -18,7 +18,7 @@ from google.protobuf import json_format, struct_pb2
 
 from http_edge.body import Fields, check_nesting
 from http_edge.dialects import openai_wire
-from http_edge.dialects.tasks_wire import struct_of, texts, vector_floats
+from http_edge.dialects.tasks_wire import packed_vectors, struct_of, texts, vector_floats
 from http_edge.errors import EdgeError
 from http_edge.state import RequestState
 from inference_gateway.v1 import inference_pb2 as pb
@@ -158,7 +158,7 @@ def embed_request(body: dict[str, Any], model: str) -> pb.EmbedRequest:
 
 
 def embeddings_json(resp: pb.EmbedResponse) -> list[list[float]]:
-    return [vector_floats(e) for e in resp.embeddings]
+    return [vector_floats(packed) for _, packed in packed_vectors(resp)]
 
 
 def rerank_request(body: dict[str, Any], model: str) -> pb.RerankRequest:
