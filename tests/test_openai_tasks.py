@@ -296,10 +296,10 @@ async def test_same_tasks_over_grpc(gw: Gateway, media: FakeOpenAIMedia) -> None
     ('form-data; name="x;y"; filename="b;c \\"q\\".wav"', ("x;y", 'b;c "q".wav')),
     ("form-data; name=\"file\"; filename=\"x.wav\"; filename*=UTF-8''%C3%A9t%C3%A9.wav",
      ("file", "été.wav")),
-    ('form-data; name="model"', ("model", "")),
-    ("", ("", "")),
+    ('form-data; name="model"', ("model", None)),
+    ("", ("", None)),
 ])
-def test_content_disposition(header: str, expected: tuple[str, str]) -> None:
-    from http_edge.upload import disposition
+def test_content_disposition(header: str, expected: tuple[str, str | None]) -> None:
+    from http_edge.multipart import disposition
 
     assert disposition(header) == expected

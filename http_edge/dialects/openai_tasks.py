@@ -48,15 +48,10 @@ async def rerank(request: web.Request) -> web.Response:
 
 async def transcribe_upload(request: web.Request, up: Upload,
                             header: pb.TranscribeRequest) -> pb.TranscribeResponse:
-    """Send an upload to the core in one message.
-
-    The chunks are joined once, straight into the message's bytes (a client stream would copy
-    every chunk in the core again to join them, and cost a message per chunk); the core checks
-    the type and size without reading the audio out of the message.
-    """
+    """Send an upload to the core in one message (a client stream would cost a message per
+    chunk and a join in the core)."""
     timeout, md = _start(request, "transcription", header.model)
-    header.audio = b"".join(up.chunks)
-    up.chunks.clear()
+    header.audio = up.file_bytes()
     return await unary(request, request.app[CORE].inference.Transcribe(
         header, timeout=timeout, metadata=md))
 
