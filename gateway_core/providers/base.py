@@ -127,7 +127,10 @@ class Provider:
     async def classify(self, req: pb.ClassifyRequest, call: Call) -> pb.ClassifyResponse:
         raise self._unsupported("classification")
 
-    async def transcribe(self, req: pb.TranscribeRequest, call: Call) -> pb.TranscribeResponse:
+    async def transcribe(self, req: pb.TranscribeRequest, data: bytes, call: Call
+                         ) -> pb.TranscribeResponse:
+        """``data`` is the checked audio (read out of ``req`` once: upb copies a bytes field on
+        every read); ``req.audio`` may be empty."""
         raise self._unsupported("transcription")
 
     async def speech_schema(self, req: pb.SpeechSchemaRequest, call: Call) -> pb.SpeechSchema:

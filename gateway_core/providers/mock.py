@@ -194,14 +194,15 @@ class MockProvider(Provider):
                 pb.LabelScore(label=label, score=score) for label, score in ranked)
         return resp
 
-    async def transcribe(self, req: pb.TranscribeRequest, call: Call) -> pb.TranscribeResponse:
-        seconds = media.wav_seconds(req.audio)
+    async def transcribe(self, req: pb.TranscribeRequest, data: bytes, call: Call
+                         ) -> pb.TranscribeResponse:
+        seconds = media.wav_seconds(data)
         resp = pb.TranscribeResponse(model=req.model, language=req.language or "en")
         if seconds is not None:
             resp.text = f"This is a mock transcription of {seconds:.2f} seconds of audio."
             resp.duration = seconds
         else:
-            resp.text = (f"This is a mock transcription of {len(req.audio)} bytes of"
+            resp.text = (f"This is a mock transcription of {len(data)} bytes of"
                          f" {req.mime_type or 'audio'}.")
         return resp
 

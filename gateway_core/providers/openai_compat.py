@@ -124,7 +124,8 @@ class OpenAIProvider(Provider):
                                   api_key=self._api_key)
         return tasks_wire.openai_rerank(data, req)
 
-    async def transcribe(self, req: pb.TranscribeRequest, call: Call) -> pb.TranscribeResponse:
+    async def transcribe(self, req: pb.TranscribeRequest, data: bytes, call: Call
+                         ) -> pb.TranscribeResponse:
         url = self._url("audio/transcriptions")
         form = aiohttp.FormData()
         form.add_field("model", self.upstream_model)
@@ -135,7 +136,7 @@ class OpenAIProvider(Provider):
             form.add_field("temperature", f"{req.temperature:g}")
         form.add_field("response_format", "json")
         ext = audio.EXTENSION_OF.get(req.mime_type, "bin")
-        form.add_field("file", req.audio, content_type=req.mime_type or None,
+        form.add_field("file", data, content_type=req.mime_type or None,
                        filename=req.filename or f"audio.{ext}")
         data = await request_json(self.sessions.get(url), "POST", url, call, data=form,
                                   api_key=self._api_key, headers={"Accept": "application/json"})

@@ -168,11 +168,12 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self, request: pb.TranscribeRequest, context: Ctx
     ) -> pb.TranscribeResponse:
         entry, call = self._route(request.model, "transcription", context)
-        # One read of the audio (upb copies a bytes field on every read; ByteSize and
-        # ListFields would serialise or copy it too).
-        request.mime_type = audio.check_audio(request.mime_type, request.filename, request.audio,
+        # One read of the audio, handed to the provider (upb copies a bytes field on every read;
+        # ByteSize and ListFields would serialise or copy it too).
+        audio_bytes = request.audio
+        request.mime_type = audio.check_audio(request.mime_type, request.filename, audio_bytes,
                                               self.max_upload_bytes)
-        result = await entry.provider.transcribe(request, call)
+        result = await entry.provider.transcribe(request, audio_bytes, call)
         _report(context, call)
         return result
 
@@ -205,10 +206,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         pieces.clear()
         header.mime_type = audio.check_audio(header.mime_type, header.filename, audio_bytes,
                                              self.max_upload_bytes)
-        header.audio = audio_bytes
-        del audio_bytes  # the message holds the audio now: one copy fewer alive
+        header.ClearField("audio")  # the first piece, already in audio_bytes
         entry, call = self._route(header.model, "transcription", context)
-        result = await entry.provider.transcribe(header, call)
+        result = await entry.provider.transcribe(header, audio_bytes, call)
         _report(context, call)
         return result
 
