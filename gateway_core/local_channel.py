@@ -117,6 +117,8 @@ def _chain(
 def _metadata_tuple(metadata: MetadataLike) -> tuple[tuple[str, str | bytes], ...]:
     if not metadata:
         return ()
+    if type(metadata) is tuple:  # what the edge sends: already a tuple of pairs
+        return metadata
     return tuple((key, value) for key, value in metadata)
 
 
