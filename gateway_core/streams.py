@@ -8,29 +8,12 @@ stream one token per chunk) and the usage is flagged as estimated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from gateway_core.errors import UpstreamError
 from gateway_core.tokens import estimated_usage, reported_usage
 from inference_gateway.v1 import inference_pb2 as pb
-
-
-def merge_completion(chunks: list[pb.CompletionChunk]) -> pb.CompletionChunk:
-    out = chunks[0]
-    by_index = {c.index: c for c in out.choices}
-    for chunk in chunks[1:]:
-        for c in chunk.choices:
-            target = by_index.get(c.index)
-            if target is None:
-                target = by_index[c.index] = out.choices.add()
-                target.CopyFrom(c)
-                continue
-            target.text += c.text
-            if c.finish_reason:
-                target.finish_reason = c.finish_reason
-    return out
-
 
 # One upstream choice delta: (index, role, content, finish_reason).
 ChatDelta = tuple[int, str, str, str]
@@ -158,7 +141,8 @@ class ChatStreamState:
 
 
 class CompletionStreamState:
-    """Turns upstream ``text_completion`` stream dicts into CompletionChunk messages."""
+    """Turns upstream ``text_completion`` stream dicts into CompletionChunk messages (the events of
+    one read merged as in ChatStreamState; a delta's role is always empty here)."""
 
     __slots__ = ("content_chunks", "created", "held", "id", "model", "prompt_tokens", "usage")
 
@@ -169,9 +153,9 @@ class CompletionStreamState:
         self.created = 0
         self.content_chunks = 0
         self.usage: pb.Usage | None = None
-        self.held: pb.CompletionChunk | None = None
+        self.held: list[ChatDelta] | None = None
 
-    def feed(self, data: Any) -> pb.CompletionChunk | None:
+    def _deltas(self, data: Any) -> list[ChatDelta]:
         try:
             if not self.id:
                 self.id = str(data.get("id") or "")
@@ -179,34 +163,62 @@ class CompletionStreamState:
             usage = data.get("usage")
             if usage:
                 self.usage = reported_usage(usage)
-            raw = data.get("choices") or ()
-            if not raw:
-                return None
-            chunk = pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
-            finished = False
-            for c in raw:
+            deltas: list[ChatDelta] = []
+            for c in data.get("choices") or ():
                 text = c.get("text") or ""
+                finish = c.get("finish_reason") or ""
+                if not (type(text) is str and type(finish) is str):
+                    raise TypeError("a choice's text and finish_reason are strings")
                 if text:
                     self.content_chunks += 1
-                reason = c.get("finish_reason") or ""
-                chunk.choices.add(index=int(c.get("index") or 0), text=text, finish_reason=reason)
-                finished = finished or bool(reason)
+                deltas.append((int(c.get("index") or 0), "", text, finish))
+            return deltas
         except (AttributeError, TypeError, ValueError) as exc:
             raise UpstreamError(
                 "upstream sent a stream chunk the gateway cannot read", kind="protocol"
             ) from exc
-        if finished:
-            previous, self.held = self.held, chunk
-            return previous
+
+    def _chunk(self, choices: Iterable[tuple[int, str, str]]) -> pb.CompletionChunk:
+        chunk = pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
+        for index, text, finish in choices:
+            chunk.choices.add(index=index, text=text, finish_reason=finish)
         return chunk
 
-    def feed_batch(self, events: list[Any]) -> pb.CompletionChunk | None:
+    def _merged(self, acc: _Merged) -> pb.CompletionChunk:
+        return self._chunk((index, "".join(pieces), finish)
+                           for index, (_, pieces, finish) in acc.items())
+
+    def feed(self, data: Any) -> pb.CompletionChunk | None:
+        deltas = self._deltas(data)
+        if not deltas:
+            return None
+        if any(d[3] for d in deltas):
+            previous, self.held = self.held, deltas
+            deltas = previous or []
+            if not deltas:
+                return None
+        return self._chunk((index, text, finish) for index, _, text, finish in deltas)
+
+    def feed_batch(self, events: Sequence[Any]) -> pb.CompletionChunk | None:
         if len(events) == 1:
             return self.feed(events[0])
-        out = [c for c in map(self.feed, events) if c is not None]
-        return merge_completion(out) if out else None
+        acc: _Merged = {}
+        for data in events:
+            deltas = self._deltas(data)
+            if not deltas:
+                continue
+            if any(d[3] for d in deltas):
+                previous, self.held = self.held, deltas
+                if previous:
+                    _merge_deltas(acc, previous)
+            else:
+                _merge_deltas(acc, deltas)
+        return self._merged(acc) if acc else None
 
     def final(self) -> pb.CompletionChunk:
-        chunk = self.held or pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
+        acc: _Merged = {}
+        if self.held:
+            _merge_deltas(acc, self.held)
+        chunk = self._merged(acc)
         chunk.usage.CopyFrom(self.usage or estimated_usage(self.prompt_tokens, self.content_chunks))
         return chunk

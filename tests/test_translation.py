@@ -3,6 +3,7 @@ typed messages (edge), and the one error table."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from gateway_core import errors as core_errors
 from gateway_core.providers import openai_wire as core_wire
-from gateway_core.streams import ChatStreamState
+from gateway_core.streams import ChatStreamState, CompletionStreamState
 from http_edge.dialects import openai_wire as edge_wire
 from http_edge.errors import REASON_TABLE, STATUS_TABLE, EdgeError
 from http_edge.state import RequestState
@@ -187,3 +188,47 @@ def test_events_read_together_go_on_as_one_chunk() -> None:
     ])
     assert out is not None
     assert {c.index: c.delta.content for c in out.choices} == {0: "ac", 1: "b"}
+
+
+def _text_per_choice(chunks: list[Any], chat: bool) -> dict[int, tuple[str, str]]:
+    """(text, finish reason) of each choice over a stream's forwarded chunks and its final one."""
+    out: dict[int, tuple[str, str]] = {}
+    for chunk in chunks:
+        for c in chunk.choices:
+            text, finish = out.get(c.index, ("", ""))
+            out[c.index] = (text + (c.delta.content if chat else c.text),
+                            c.finish_reason or finish)
+    return out
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "completion"])
+def test_any_split_into_reads_gives_the_same_stream(chat: bool) -> None:
+    """Two choices, finishing at different times, a usage-only event: however the events are split
+    into reads, the text and finish reason of each choice and the usage come out the same."""
+    def event(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": index, "finish_reason": finish}
+        if chat:
+            choice["delta"] = {"content": text, **({"role": "assistant"} if not text else {})}
+        else:
+            choice["text"] = text
+        return {"id": "s", "created": 1, "choices": [choice]}
+
+    events = [event(0, ""), event(1, ""), event(0, "Hel"), event(1, "Bon"), event(0, "lo"),
+              event(0, "!", "stop"), event(1, "jour"), event(1, "", "length"),
+              {"id": "s", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 6}}]
+    state_type: Any = ChatStreamState if chat else CompletionStreamState
+    expected = None
+    rng = random.Random(7)
+    for _ in range(60):
+        cuts = sorted(rng.sample(range(1, len(events)), rng.randint(0, len(events) - 1)))
+        reads = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+        state = state_type("m", 3)
+        chunks = [c for c in (state.feed_batch(r) for r in reads) if c is not None]
+        final = state.final()
+        got = (_text_per_choice([*chunks, final], chat), final.usage.completion_tokens)
+        assert got[0] == {0: ("Hello!", "stop"), 1: ("Bonjour", "length")}
+        assert final.usage.completion_tokens == 6
+        # Nothing that finishes a choice goes out before the end: the last finish is held.
+        assert all(not c.finish_reason or c.index == 0 for chunk in chunks for c in chunk.choices)
+        expected = expected or got
+        assert got == expected
