@@ -61,21 +61,11 @@ class LocalServer:
         self._stopped = False
         self._calls: set[_LocalCall] = set()
 
-    def _track(self, call: _LocalCall) -> None:
-        self._calls.add(call)
-        call._task.add_done_callback(lambda _task: self._calls.discard(call))
-
     async def stop(self, grace: float | None) -> None:
-        """As the gRPC server's stop: refuse new calls, give running ones ``grace`` seconds (None:
-        as long as they take), then cancel what is left."""
+        """As the gRPC server's stop: refuse new calls, give running ones ``grace`` seconds (None
+        or 0: none), then end what is left with UNAVAILABLE."""
         self._stopped = True
-        running = [c._task for c in self._calls if not c._task.done()]
-        if running and grace != 0:
-            await asyncio.wait(running, timeout=grace)
-        for call in list(self._calls):
-            call._stop()  # the caller sees UNAVAILABLE, as from a stopping gRPC server
-        if running:
-            await asyncio.wait(running)
+        await _end_calls(list(self._calls), grace, stopping=True)
 
     # The two registration calls generated ``add_*Servicer_to_server`` functions make.
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
@@ -237,6 +227,19 @@ def _error_of(ctx: LocalContext, exc: BaseException | None) -> aio.AioRpcError:
     return _rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc).__name__}")
 
 
+async def _end_calls(calls: list[_LocalCall], grace: float | None, *, stopping: bool) -> None:
+    running = [c._task for c in calls if not c._task.done()]
+    if running and grace:
+        await asyncio.wait(running, timeout=grace)
+    for call in calls:
+        if stopping:
+            call._stop()  # the caller sees UNAVAILABLE, as from a stopping gRPC server
+        else:
+            call.cancel()
+    if running:
+        await asyncio.wait(running)
+
+
 class _Ended(Exception):
     """The call ended before its handler ran (no such method)."""
 
@@ -254,9 +257,10 @@ class _LocalCall:
 
     _task: asyncio.Task[Any]
 
-    def __init__(self, server: LocalServer, method: str, timeout: float | None,
+    def __init__(self, channel: LocalChannel, method: str, timeout: float | None,
                  metadata: MetadataLike) -> None:
-        self._server = server
+        self._channel = channel
+        self._server = channel._server
         self._method = method
         self._loop = asyncio.get_running_loop()
         self._deadline = None if timeout is None else self._loop.time() + timeout
@@ -264,12 +268,40 @@ class _LocalCall:
         self._status: grpc.StatusCode | None = None
         self._error: aio.AioRpcError | None = None
         self._stopping = False  # cancelled by the server's stop, not by the caller
+        self._cancel_requested = False  # cancel() was called while the call ran
 
     def _start(self, coro: Awaitable[Any]) -> None:
         # A context of its own, as a server's handler has: the core's context variables (caller
         # identity, model) never leak into the edge's request, nor the edge's into the core.
         self._task = self._loop.create_task(coro, context=contextvars.Context())  # type: ignore[arg-type]
-        self._server._track(self)
+        self._server._calls.add(self)
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._server._calls.discard(self)
+        if self._status is None:  # cancelled before the handler's first step
+            if self._stopping:
+                self._settle(_stopped())
+            else:
+                self._cancelled()
+        self._ended()
+
+    def _ended(self) -> None:
+        """Wake whoever waits for the outcome (a stream's reader)."""
+
+    async def _result(self) -> Any:
+        """The task's response; UNAVAILABLE when the server's stop cut it short."""
+        try:
+            return await self._task
+        except asyncio.CancelledError:
+            if self._stopping and self._error is not None and not self._task_cancelling():
+                raise self._error from None
+            raise
+
+    @staticmethod
+    def _task_cancelling() -> int:
+        task = asyncio.current_task()
+        return task.cancelling() if task is not None else 0
 
     async def _handler(self, kind: str) -> Any:
         """The behaviour of the method's handler of ``kind`` ("unary_unary", ...)."""
@@ -313,10 +345,11 @@ class _LocalCall:
     def cancel(self) -> bool:
         if self._task.done():
             return False
+        self._cancel_requested = True
         return self._task.cancel()
 
     def cancelled(self) -> bool:
-        return self._status == grpc.StatusCode.CANCELLED
+        return self._cancel_requested or self._status == grpc.StatusCode.CANCELLED
 
     def done(self) -> bool:
         return self._task.done()
@@ -361,9 +394,9 @@ async def _with_deadline(deadline: float | None, work: Awaitable[Any]) -> Any:
 
 
 class LocalUnaryUnaryCall(_LocalCall, aio.UnaryUnaryCall[Any, Any]):
-    def __init__(self, server: LocalServer, method: str, request: Any, timeout: float | None,
+    def __init__(self, channel: LocalChannel, method: str, request: Any, timeout: float | None,
                  metadata: MetadataLike) -> None:
-        super().__init__(server, method, timeout, metadata)
+        super().__init__(channel, method, timeout, metadata)
         self._start(self._run(request))
 
     async def _run(self, request: Any) -> Any:
@@ -384,13 +417,13 @@ class LocalUnaryUnaryCall(_LocalCall, aio.UnaryUnaryCall[Any, Any]):
         return response
 
     def __await__(self) -> Any:
-        return self._task.__await__()
+        return self._result().__await__()
 
 
 class LocalStreamUnaryCall(_LocalCall, aio.StreamUnaryCall[Any, Any]):
-    def __init__(self, server: LocalServer, method: str, requests: Any, timeout: float | None,
+    def __init__(self, channel: LocalChannel, method: str, requests: Any, timeout: float | None,
                  metadata: MetadataLike) -> None:
-        super().__init__(server, method, timeout, metadata)
+        super().__init__(channel, method, timeout, metadata)
         self._start(self._run(_as_async_iterator(requests)))
 
     async def _run(self, requests: AsyncIterator[Any]) -> Any:
@@ -411,7 +444,7 @@ class LocalStreamUnaryCall(_LocalCall, aio.StreamUnaryCall[Any, Any]):
         return response
 
     def __await__(self) -> Any:
-        return self._task.__await__()
+        return self._result().__await__()
 
     async def write(self, request: Any) -> NoReturn:
         raise RuntimeError("local stream-unary calls take a request iterator")
@@ -432,9 +465,9 @@ async def _as_async_iterator(requests: Any) -> AsyncIterator[Any]:
 class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
     """A server stream: the handler runs in its own task, up to STREAM_BUFFER messages ahead."""
 
-    def __init__(self, server: LocalServer, method: str, request: Any, timeout: float | None,
+    def __init__(self, channel: LocalChannel, method: str, request: Any, timeout: float | None,
                  metadata: MetadataLike) -> None:
-        super().__init__(server, method, timeout, metadata)
+        super().__init__(channel, method, timeout, metadata)
         self._items: deque[Any] = deque()
         self._reader: asyncio.Future[None] | None = None  # the reader waits for a message
         self._writer: asyncio.Future[None] | None = None  # the handler waits for room
@@ -467,8 +500,9 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
             self._settle(exc)
         else:
             self._settle(None)
-        finally:
-            self._wake(self._reader)
+
+    def _ended(self) -> None:
+        self._wake(self._reader)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -480,6 +514,8 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         return item
 
     async def read(self) -> Any:
+        if self._cancel_requested:
+            raise asyncio.CancelledError
         items = self._items
         while not items:
             if self._task.done():
@@ -501,21 +537,27 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
 
 
 class _MultiCallable:
-    def __init__(self, server: LocalServer, method: str) -> None:
-        self._server = server
+    def __init__(self, channel: LocalChannel, method: str) -> None:
+        self._channel = channel
         self._method = method
+
+    def _check_open(self) -> None:
+        if self._channel._closed:
+            raise aio.UsageError("Channel is closed.")
 
 
 class _UnaryUnary(_MultiCallable, aio.UnaryUnaryMultiCallable[Any, Any]):
     def __call__(self, request: Any, *, timeout: float | None = None,
                  metadata: MetadataLike = None, **_: Any) -> LocalUnaryUnaryCall:
-        return LocalUnaryUnaryCall(self._server, self._method, request, timeout, metadata)
+        self._check_open()
+        return LocalUnaryUnaryCall(self._channel, self._method, request, timeout, metadata)
 
 
 class _UnaryStream(_MultiCallable, aio.UnaryStreamMultiCallable[Any, Any]):
     def __call__(self, request: Any, *, timeout: float | None = None,
                  metadata: MetadataLike = None, **_: Any) -> LocalUnaryStreamCall:
-        return LocalUnaryStreamCall(self._server, self._method, request, timeout, metadata)
+        self._check_open()
+        return LocalUnaryStreamCall(self._channel, self._method, request, timeout, metadata)
 
 
 class _StreamUnary(_MultiCallable, aio.StreamUnaryMultiCallable[Any, Any]):
@@ -525,7 +567,8 @@ class _StreamUnary(_MultiCallable, aio.StreamUnaryMultiCallable[Any, Any]):
                  ) -> LocalStreamUnaryCall:
         if request_iterator is None:
             raise ValueError("local stream-unary calls take a request iterator")
-        return LocalStreamUnaryCall(self._server, self._method, request_iterator, timeout,
+        self._check_open()
+        return LocalStreamUnaryCall(self._channel, self._method, request_iterator, timeout,
                                     metadata)
 
 
@@ -540,29 +583,33 @@ class LocalChannel(aio.Channel):
 
     def __init__(self, server: LocalServer) -> None:
         self._server = server
+        self._closed = False
 
     def unary_unary(self, method: str, request_serializer: Any = None,
                     response_deserializer: Any = None, _registered_method: bool | None = False
                     ) -> _UnaryUnary:
-        return _UnaryUnary(self._server, method)
+        return _UnaryUnary(self, method)
 
     def unary_stream(self, method: str, request_serializer: Any = None,
                      response_deserializer: Any = None, _registered_method: bool | None = False
                      ) -> _UnaryStream:
-        return _UnaryStream(self._server, method)
+        return _UnaryStream(self, method)
 
     def stream_unary(self, method: str, request_serializer: Any = None,
                      response_deserializer: Any = None, _registered_method: bool | None = False
                      ) -> _StreamUnary:
-        return _StreamUnary(self._server, method)
+        return _StreamUnary(self, method)
 
     def stream_stream(self, method: str, request_serializer: Any = None,
                       response_deserializer: Any = None, _registered_method: bool | None = False
                       ) -> _StreamStream:
-        return _StreamStream(self._server, method)
+        return _StreamStream(self, method)
 
     async def close(self, grace: float | None = None) -> None:
-        return None
+        """As grpc's: no new calls; running ones get ``grace`` seconds, then are cancelled."""
+        self._closed = True
+        await _end_calls([c for c in self._server._calls if c._channel is self], grace,
+                         stopping=False)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         return grpc.ChannelConnectivity.READY

@@ -357,3 +357,51 @@ async def test_stream_runs_at_most_a_buffer_ahead_of_its_reader(channels: Channe
         chat("mock-chat", LONG), timeout=5))
     assert [content(c) for c in read] == [content(c) for c in real]
     assert len(read) == LONG_CHUNKS
+
+
+async def test_cancelled_before_it_ran(channels: Channels) -> None:
+    """cancel() in the step that made the call: read() raises, the call says it was cancelled."""
+    for name, ch in channels.items():
+        stream = pb_grpc.InferenceStub(ch).ChatStream(chat("mock-chat"), timeout=1)
+        stream.cancel()
+        assert (await outcome(asyncio.wait_for(stream.read(), 3))).code == "CancelledError", name
+        unary = pb_grpc.InferenceStub(ch).Chat(chat("fake-chat"), timeout=5)
+        unary.cancel()
+        assert unary.cancelled(), name
+        assert await unary.code() == grpc.StatusCode.CANCELLED, name
+        assert await unary.details() == "Locally cancelled by application!", name
+
+
+async def test_read_after_cancel_raises(channels: Channels) -> None:
+    """Messages already buffered are not handed out once the caller has cancelled."""
+    for name, ch in channels.items():
+        call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-endless"), timeout=10)
+        await call.read()
+        await asyncio.sleep(0.2)  # the handler runs ahead into the buffer
+        call.cancel()
+        assert (await outcome(call.read())).code == "CancelledError", name
+
+
+async def test_close_cancels_running_calls(core: CoreHandle) -> None:
+    for name, ch in (("grpc", aio.insecure_channel(f"127.0.0.1:{core.port}")),
+                     ("local", core.local_channel())):
+        call = pb_grpc.InferenceStub(ch).Chat(chat("fake-slow"), timeout=5)
+        await asyncio.sleep(0.1)
+        await ch.close()
+        assert await asyncio.wait_for(call.code(), 1) == grpc.StatusCode.CANCELLED, name
+        with pytest.raises(aio.UsageError):
+            pb_grpc.InferenceStub(ch).Chat(chat("fake-chat"), timeout=5)
+
+
+@pytest.mark.parametrize("stop_in_same_step", [False, True], ids=["running", "not-started"])
+async def test_stop_without_grace_ends_calls_unavailable(
+        core: CoreHandle, channels: Channels, stop_in_same_step: bool) -> None:
+    assert core.local is not None
+    call = pb_grpc.InferenceStub(channels["local"]).Chat(chat("fake-slow"), timeout=5)
+    if not stop_in_same_step:
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await core.local.stop(None)  # None, as 0: no grace (grpc's meaning)
+    got = await asyncio.wait_for(outcome(call), 1)
+    assert time.monotonic() - started < 0.5
+    assert (got.code, got.details) == (grpc.StatusCode.UNAVAILABLE, "Cancelling all calls")
