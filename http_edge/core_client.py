@@ -124,16 +124,24 @@ class CoreClient:
         md: list[tuple[str, str]] = [("x-request-id", request[STATE].request_id)]
         auth = headers.get("Authorization")
         if auth:
-            md.append(("authorization", auth))
+            md.append(("authorization", metadata_value(auth)))
         api_key = headers.get("x-api-key")
         if api_key:
-            md.append(("x-api-key", api_key))
+            md.append(("x-api-key", metadata_value(api_key)))
         if fallback:
             md.append((DEFAULT_DEADLINE_KEY, "1"))
         endpoint = request[STATE].endpoint
         if endpoint is not None:
             md.append((ENDPOINT_KEY, endpoint))
         return timeout, tuple(md)
+
+
+def metadata_value(value: str) -> str:
+    """A header value as gRPC metadata, which must be printable ASCII: anything else escaped, so
+    that the core sees a credential it will refuse (401), not a call gRPC cannot send (500)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):x}" for c in value)
 
 
 def upstream_seconds(trailing: aio.Metadata | None) -> float | None:

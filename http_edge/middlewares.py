@@ -20,7 +20,7 @@ from http_edge.state import ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestStat
 
 log = logging.getLogger(__name__)
 
-_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$", re.ASCII)  # gRPC metadata is ASCII
 
 
 def dialect_of(request: web.Request) -> Dialect:

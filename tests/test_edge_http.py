@@ -17,6 +17,20 @@ from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 CHAT = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
+async def test_non_ascii_headers_are_not_a_500(gateway: Gateway) -> None:
+    """Header values that are not printable ASCII (gRPC metadata's alphabet) do not break the call
+    to the core: a request id is replaced, a credential is passed on escaped (auth is off here)."""
+    for body in (CHAT, {**CHAT, "stream": True}):
+        async with aiohttp.ClientSession() as s, s.post(
+            f"{gateway.http}/v1/chat/completions", json=body,
+            headers={"X-Request-Id": "r\xe9q", "Authorization": "Bearer \xe9\t",
+                     "x-api-key": "\xe9"},
+        ) as r:
+            await r.read()
+            assert r.status == 200
+            assert r.headers["X-Request-Id"] != "r\xe9q" and r.headers["X-Request-Id"].isascii()
+
+
 async def post(gw: Gateway, path: str, body: Any = None, *, data: bytes | None = None,
                headers: dict[str, str] | None = None) -> tuple[int, Any, aiohttp.ClientResponse]:
     async with aiohttp.ClientSession() as s, s.post(

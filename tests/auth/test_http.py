@@ -39,6 +39,8 @@ async def _credential(gw: AuthGateway, case: str) -> dict[str, str]:
         return {"Authorization": "Basic dXNlcjpwYXNz"}
     if case == "unknown":
         return auth(random_secret())
+    if case == "non-ascii":  # not valid gRPC metadata: refused, never a 500 on either transport
+        return {"Authorization": "Bearer igw_\xe9t\xe9", "x-api-key": "cl\xe9\t"}
     if case == "expired":
         assert gw.gw.core.auth is not None
         record, secret = make_token("old", ("*",), time.time() - 1)
@@ -52,8 +54,8 @@ async def _credential(gw: AuthGateway, case: str) -> dict[str, str]:
     return auth(secret)
 
 
-@pytest.mark.parametrize("case", ["missing", "malformed", "unknown", "expired", "revoked",
-                                  "forbidden"])
+@pytest.mark.parametrize("case", ["missing", "malformed", "unknown", "non-ascii", "expired",
+                                  "revoked", "forbidden"])
 async def test_rejections_over_http(auth_gw: AuthGateway, http: aiohttp.ClientSession,
                                     case: str) -> None:
     headers = await _credential(auth_gw, case)
