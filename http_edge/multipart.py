@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 MAX_HEADER_BYTES = 8 * 1024  # the headers of one part
+_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}
 
 # A key starts where no key character precedes it: without the lookbehind, findall would retry a
 # long run of key characters from each of its positions (quadratic: 8 KiB of them took 2 s).
@@ -65,8 +66,12 @@ def disposition(header: str) -> tuple[str, str | None]:
     extended = p.get("filename*", "")
     if extended.count("'") == 2:
         charset, _, encoded = extended.split("'", 2)
-        with contextlib.suppress(LookupError, ValueError):  # unknown or unusable charset
-            filename = unquote(encoded, encoding=charset or "utf-8", errors="strict")
+        # RFC 8187's two charsets only: any other name would go to the codec registry, which
+        # remembers every name it could not find (client-chosen names, kept forever).
+        charset = charset.strip().lower()
+        if charset in _CHARSETS:
+            with contextlib.suppress(ValueError):  # bytes that are not in that charset
+                filename = unquote(encoded, encoding=_CHARSETS[charset], errors="strict")
     return p.get("name", ""), filename
 
 

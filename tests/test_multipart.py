@@ -701,3 +701,15 @@ async def test_leading_crlf_upload_is_accepted(gw: Gateway) -> None:
     body = b"\r\n" + form(b"b", MODEL, FILE)
     status, payload = await post_raw(gw, TRANSCRIBE, body, CT)
     assert status == 200, payload
+
+
+def test_unknown_filename_charsets_are_not_remembered() -> None:
+    """Only RFC 8187's charsets are decoded: a client-chosen name never reaches the codec
+    registry, whose cache keeps every unknown name for the life of the process."""
+    import encodings
+
+    name = "x-not-a-charset-" + "q" * 4000
+    _, filename = disposition(f"form-data; name=file; filename=a.wav; filename*={name}''%41")
+    assert filename == "a.wav"  # the plain filename stands
+    assert not any(str(key).startswith("x_not_a_charset") for key in encodings._cache)
+    assert disposition("form-data; name=f; filename*=ISO-8859-1''%E9t%E9")[1] == "été"
