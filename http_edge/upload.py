@@ -47,7 +47,7 @@ class Upload:
         return data
 
 
-async def _read_body(request: web.Request, bound: int) -> bytes:
+async def _read_body(request: web.Request, bound: int, file_field: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
@@ -55,7 +55,7 @@ async def _read_body(request: web.Request, bound: int) -> bytes:
             size += len(chunk)
             if size > bound:
                 raise EdgeError.http(413, f"the upload is larger than the limit of"
-                                          f" {bound - _FORM_SLACK} bytes")
+                                          f" {bound - _FORM_SLACK} bytes", param=file_field)
             chunks.append(chunk)
     except RequestPayloadError as exc:  # e.g. a Content-Encoding its bytes do not match
         raise EdgeError.bad_request(f"the request body cannot be decoded: {exc}") from None
@@ -73,10 +73,11 @@ async def read_upload(request: web.Request, limit: int, file_field: str = "file"
                                   f" '{file_field}' part; got '{media_type[:60]}'")
     length = request.content_length
     if length is not None and length > limit + _FORM_SLACK:
-        raise EdgeError.http(413, f"the upload is {length} bytes; the limit is {limit}")
+        raise EdgeError.http(413, f"the upload is {length} bytes; the limit is {limit}",
+                             param=file_field)
     try:
         boundary = multipart.boundary_of(content_type)
-        body = await _read_body(request, limit + _FORM_SLACK)
+        body = await _read_body(request, limit + _FORM_SLACK, file_field)
         parts = multipart.parse(body, boundary, _MAX_PARTS)
     except multipart.MultipartError as exc:
         raise EdgeError.bad_request(f"the multipart body is malformed: {exc}") from None
