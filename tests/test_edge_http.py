@@ -289,3 +289,16 @@ async def test_upstream_404_message_hides_credentials_in_its_url(
     message = payload["error"]["message"]
     assert "HTTP 404" in message and "/missing" in message
     assert "s3cret" not in message and "k3y" not in message and "user" not in message
+
+
+async def test_an_upstream_answer_over_the_bound_is_502(gateway: Gateway,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upstream answer is read whole only up to a bound (64 MiB; 200 bytes here)."""
+    from gateway_core.providers import http as provider_http
+
+    status, payload, _ = await post(gateway, "/v1/chat/completions", CHAT)
+    assert status == 200  # the fake's answer is a few hundred bytes
+    monkeypatch.setattr(provider_http, "MAX_RESPONSE_BYTES", 200)
+    status, payload, _ = await post(gateway, "/v1/chat/completions", CHAT)
+    assert status == 502, payload
+    assert "upstream answered with more than" in payload["error"]["message"]

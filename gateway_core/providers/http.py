@@ -123,6 +123,25 @@ async def request_json(
                             kind="protocol") from exc
 
 
+# The largest upstream answer read whole (what gRPC's default receive limit at the edge allowed).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+async def _bounded_body(resp: aiohttp.ClientResponse) -> bytes:
+    too_large = UpstreamError(
+        f"upstream answered with more than {MAX_RESPONSE_BYTES >> 20} MiB", kind="protocol")
+    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def request_bytes(
     session: aiohttp.ClientSession,
     method: str,
@@ -144,7 +163,7 @@ async def request_bytes(
             headers=_headers(headers or _JSON_HEADERS, call, api_key),
             timeout=call.client_timeout(),
         ) as resp:
-            body = await resp.read()
+            body = await _bounded_body(resp)
             if resp.status >= 300:
                 raise status_error(resp.status, body, url)
             return body
