@@ -236,29 +236,45 @@ async def test_chat_template_over_grpc(stub: pb_grpc.InferenceAsyncStub) -> None
     assert "not valid Jinja" in (err.value.details() or "")
 
 
+@pytest.mark.parametrize("core_transport", ["grpc"])  # the core's port only: one edge is enough
 async def test_transcribe_stream_refuses_early(gateway_factory: GatewayFactory) -> None:
+    """The core refuses a client stream on its first bad chunk, not after the whole upload.
+
+    Its status is read through the core's local channel: over the network, grpc's Python client
+    that is still writing when the core ends the call reports INTERNAL "Internal error from Core"
+    instead of the core's status (its failed write wins). Over the port, the test checks that the
+    call ends early and not OK."""
     gw = await gateway_factory({**mock_config(), "limits": {"max_upload_bytes": 1_000_000}})
-    sent = 0
+    pulled = 0
 
     async def chunks(kind: str, pieces: int) -> AsyncIterator[pb.TranscribeChunk]:
-        nonlocal sent
+        nonlocal pulled
         yield pb.TranscribeChunk(header=pb.TranscribeRequest(model="mock-transcription",
                                                              mime_type=kind))
         for _ in range(pieces):
-            sent += 1
+            pulled += 1
             yield pb.TranscribeChunk(audio=b"\0" * 100_000)
 
+    local = pb_grpc.InferenceStub(gw.core.local_channel())
+    for kind, pieces, words in (("text/html", 3, "text/html"),
+                                ("audio/wav", 200, "larger than the limit"),
+                                ("audio/wav", 0, "empty")):
+        pulled = 0
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await local.TranscribeStream(chunks(kind, pieces), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert words in (err.value.details() or "")
+        assert pulled < 20 or pieces < 20  # stopped reading at the limit (10 chunks)
+
     async with grpc.aio.insecure_channel(gw.grpc_target) as ch:
-        stub = pb_grpc.InferenceStub(ch)
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.TranscribeStream(chunks("text/html", 3), timeout=10)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "text/html" in (err.value.details() or "")
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.TranscribeStream(chunks("audio/wav", 200), timeout=10)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "larger than the limit" in (err.value.details() or "")
-        assert sent < 3 + 200  # refused once past the limit, not after the whole stream
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.TranscribeStream(chunks("audio/wav", 0), timeout=10)
-        assert "empty" in (err.value.details() or "")
+        call = pb_grpc.InferenceStub(ch).TranscribeStream(timeout=10)
+        written = 0
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call.write(pb.TranscribeChunk(header=pb.TranscribeRequest(
+                model="mock-transcription", mime_type="audio/wav")))
+            for _ in range(200):
+                await call.write(pb.TranscribeChunk(audio=b"\0" * 100_000))
+                written += 1
+            await call.done_writing()
+            await call
+        assert written < 200 and await call.code() != grpc.StatusCode.OK
