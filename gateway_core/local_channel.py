@@ -393,58 +393,42 @@ async def _with_deadline(deadline: float | None, work: Awaitable[Any]) -> Any:
         return await work
 
 
-class LocalUnaryUnaryCall(_LocalCall, aio.UnaryUnaryCall[Any, Any]):
+class _AnsweredCall(_LocalCall):
+    """A call whose handler answers once (unary-unary, stream-unary): awaiting it gives that."""
+
+    async def _respond(self, kind: str, argument: Any) -> Any:
+        try:
+            behavior = await self._handler(kind)
+            response = await _with_deadline(self._deadline, behavior(argument, self._ctx))
+        except asyncio.CancelledError:
+            if not self._stopping:
+                self._cancelled()
+                raise
+            error = self._settle(_stopped())
+        except BaseException as exc:
+            error = self._settle(exc)
+        else:
+            error = self._settle(None)
+        if error is not None:
+            raise error
+        return response
+
+    def __await__(self) -> Any:
+        return self._result().__await__()
+
+
+class LocalUnaryUnaryCall(_AnsweredCall, aio.UnaryUnaryCall[Any, Any]):
     def __init__(self, channel: LocalChannel, method: str, request: Any, timeout: float | None,
                  metadata: MetadataLike) -> None:
         super().__init__(channel, method, timeout, metadata)
-        self._start(self._run(request))
-
-    async def _run(self, request: Any) -> Any:
-        try:
-            behavior = await self._handler("unary_unary")
-            response = await _with_deadline(self._deadline, behavior(request, self._ctx))
-        except asyncio.CancelledError:
-            if not self._stopping:
-                self._cancelled()
-                raise
-            error = self._settle(_stopped())
-        except BaseException as exc:
-            error = self._settle(exc)
-        else:
-            error = self._settle(None)
-        if error is not None:
-            raise error
-        return response
-
-    def __await__(self) -> Any:
-        return self._result().__await__()
+        self._start(self._respond("unary_unary", request))
 
 
-class LocalStreamUnaryCall(_LocalCall, aio.StreamUnaryCall[Any, Any]):
+class LocalStreamUnaryCall(_AnsweredCall, aio.StreamUnaryCall[Any, Any]):
     def __init__(self, channel: LocalChannel, method: str, requests: Any, timeout: float | None,
                  metadata: MetadataLike) -> None:
         super().__init__(channel, method, timeout, metadata)
-        self._start(self._run(_as_async_iterator(requests)))
-
-    async def _run(self, requests: AsyncIterator[Any]) -> Any:
-        try:
-            behavior = await self._handler("stream_unary")
-            response = await _with_deadline(self._deadline, behavior(requests, self._ctx))
-        except asyncio.CancelledError:
-            if not self._stopping:
-                self._cancelled()
-                raise
-            error = self._settle(_stopped())
-        except BaseException as exc:
-            error = self._settle(exc)
-        else:
-            error = self._settle(None)
-        if error is not None:
-            raise error
-        return response
-
-    def __await__(self) -> Any:
-        return self._result().__await__()
+        self._start(self._respond("stream_unary", _as_async_iterator(requests)))
 
     async def write(self, request: Any) -> NoReturn:
         raise RuntimeError("local stream-unary calls take a request iterator")

@@ -13,6 +13,7 @@ import pytest
 from gateway_common.config import GatewayConfig, parse_config
 from gateway_core.server import CoreHandle, start_core
 from http_edge.app import EdgeHandle, start_edge
+from tests.fakes.openai_media import FakeOpenAIMedia
 from tests.fakes.openai_upstream import FakeOpenAI
 
 
@@ -113,6 +114,14 @@ async def start_gateway(config: GatewayConfig, transport: str = "local") -> Gate
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeOpenAI]:
     fake = await FakeOpenAI().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def media() -> AsyncIterator[FakeOpenAIMedia]:
+    """The fake OpenAI media server (embeddings, audio, images)."""
+    fake = await FakeOpenAIMedia().start()
     yield fake
     await fake.stop()
 

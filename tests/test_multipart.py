@@ -509,13 +509,6 @@ OICM = "/models/mock-transcription/proxy/v1/transcript"
 
 
 @pytest.fixture
-async def media() -> AsyncIterator[FakeOpenAIMedia]:
-    fake = await FakeOpenAIMedia().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def gw(media: FakeOpenAIMedia, gateway_factory: GatewayFactory) -> Gateway:
     return await gateway_factory({
         "auth": {"enabled": False},

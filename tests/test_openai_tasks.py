@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import wave
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -53,13 +52,6 @@ def config(url: str) -> dict[str, Any]:
             up("up-image-badshape", "image", "bad-shape"),
         ],
     }
-
-
-@pytest.fixture
-async def media() -> AsyncIterator[FakeOpenAIMedia]:
-    fake = await FakeOpenAIMedia().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture
