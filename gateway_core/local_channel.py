@@ -10,8 +10,10 @@ wake-up per message, which on a small machine cost more than everything else the
 (``benchmarks/grpc_floor.py``).
 
 Messages are handed over, not copied: a request belongs to the handler once sent, and a response
-to the caller once received (neither side touches a message after passing it on). The gRPC port is
-still served for internal callers; ``listen.core_transport: grpc`` makes the edge use it instead.
+to the caller once received (neither side touches a message after passing it on). Not reproduced:
+gRPC's message size limits and its metadata validation (the edge sends bounded bodies and printable
+ASCII metadata). The gRPC port is still served for internal callers; ``listen.core_transport:
+grpc`` makes the edge use it instead.
 """
 
 from __future__ import annotations
