@@ -12,6 +12,7 @@ Providers never import grpc: they raise ``gateway_core.errors`` exceptions.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -94,6 +95,16 @@ class Provider:
     @property
     def upstream_model(self) -> str:
         return self.model.upstream_model or self.model.id
+
+    def url(self, path: str) -> str:
+        """``path`` under the model's ``upstream_url``."""
+        return f"{(self.model.upstream_url or '').rstrip('/')}/{path}"
+
+    @property
+    def api_key(self) -> str | None:
+        """The upstream credential, from the environment variable the config names."""
+        env = self.model.api_key_env
+        return os.environ.get(env) if env else None
 
     async def start(self) -> None:
         """Called once after construction, inside the running loop (fetch a schema, etc.)."""

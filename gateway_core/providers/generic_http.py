@@ -23,7 +23,6 @@ image, with ``result: base64`` the value at ``result_path`` is base64.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -96,11 +95,6 @@ class HttpProvider(Provider):
     def _url(self) -> str:
         return self.model.upstream_url or ""
 
-    @property
-    def _api_key(self) -> str | None:
-        env = self.model.api_key_env
-        return os.environ.get(env) if env else None
-
     def _values(self, params: Any, text: str, extra: dict[str, str]) -> dict[str, Any]:
         values: dict[str, Any] = json_format.MessageToDict(params) if params is not None else {}
         for name, value in extra.items():
@@ -119,11 +113,11 @@ class HttpProvider(Provider):
         url = self._url
         if self.options.result == "binary":
             return await request_bytes(self.sessions.get(url), "POST", url, call, json_body=body,
-                                       api_key=self._api_key,
+                                       api_key=self.api_key,
                                        headers={"Content-Type": "application/json",
                                                 "Accept": "*/*"})
         return await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
 
     def _result(self, data: Any, what: str) -> Any:
         with tasks_wire.reading(what):

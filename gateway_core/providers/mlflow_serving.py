@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,14 +98,6 @@ class MLflowProvider(Provider):
             except ValueError as exc:
                 raise ConfigError(f"models.{model.id}.options.signature", str(exc)) from None
 
-    def _url(self, path: str) -> str:
-        return f"{(self.model.upstream_url or '').rstrip('/')}/{path}"
-
-    @property
-    def _api_key(self) -> str | None:
-        env = self.model.api_key_env
-        return os.environ.get(env) if env else None
-
     async def start(self) -> None:
         if self.options.signature_url and self.options.signature is None:
             loop = asyncio.get_running_loop()
@@ -118,7 +109,7 @@ class MLflowProvider(Provider):
         self._fetched_at = asyncio.get_running_loop().time()
         try:
             raw = await request_bytes(self.sessions.get(url), "GET", url, call,
-                                      api_key=self._api_key, headers={"Accept": "*/*"})
+                                      api_key=self.api_key, headers={"Accept": "*/*"})
             self.signature = signature_from_document(raw)
             log.info("model %s: read its signature from %s", self.model.id, url)
         except (GatewayError, ValueError) as exc:
@@ -138,9 +129,9 @@ class MLflowProvider(Provider):
     async def predict(self, req: pb.PredictRequest, call: Call) -> pb.PredictResponse:
         signature = await self._current_signature(call)
         body = predict_schema.check_input(req, signature)
-        url = self._url("invocations")
+        url = self.url("invocations")
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
         return pb.PredictResponse(model=req.model, outputs=outputs_value(data),
                                   input_schema=signature.inputs,
                                   output_schema=signature.outputs)

@@ -7,7 +7,6 @@ Cohere shape), ``/audio/transcriptions`` (multipart), ``/audio/speech`` (raw aud
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,59 +45,51 @@ class OpenAIProvider(Provider):
     Options = OpenAIOptions
     options: OpenAIOptions
 
-    def _url(self, path: str) -> str:
-        return f"{(self.model.upstream_url or '').rstrip('/')}/{path}"
-
-    @property
-    def _api_key(self) -> str | None:
-        env = self.model.api_key_env
-        return os.environ.get(env) if env else None
-
     async def chat(self, req: pb.ChatRequest, call: Call) -> pb.ChatResponse:
-        url = self._url("chat/completions")
+        url = self.url("chat/completions")
         body = wire.chat_body(req, self.upstream_model, self.model.defaults, stream=False)
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
         # The prompt is counted only when the upstream reports no usage (~0.1 ms per KB).
         return wire.parse_chat_response(data, req.model, lambda: wire.prompt_tokens_of(req.messages))
 
     async def chat_stream(self, req: pb.ChatRequest, call: Call) -> AsyncIterator[pb.ChatChunk]:
-        url = self._url("chat/completions")
+        url = self.url("chat/completions")
         body = wire.chat_body(req, self.upstream_model, self.model.defaults, stream=True,
                               stream_usage=self.options.stream_usage)
         state = ChatStreamState(req.model, lambda: wire.prompt_tokens_of(req.messages))
         # Events that arrived in one read go on as one message: no waiting, fewer gRPC messages.
         async for batch in stream_sse_batches(self.sessions.get(url), url, call, body,
-                                              api_key=self._api_key):
+                                              api_key=self.api_key):
             chunk = state.feed_batch(batch)
             if chunk is not None:
                 yield chunk
         yield state.final()
 
     async def complete(self, req: pb.CompletionRequest, call: Call) -> pb.CompletionResponse:
-        url = self._url("completions")
+        url = self.url("completions")
         body = wire.completion_body(req, self.upstream_model, self.model.defaults, stream=False)
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
         return wire.parse_completion_response(data, req.model, lambda: estimate_tokens(req.prompt))
 
     async def complete_stream(
         self, req: pb.CompletionRequest, call: Call
     ) -> AsyncIterator[pb.CompletionChunk]:
-        url = self._url("completions")
+        url = self.url("completions")
         body = wire.completion_body(req, self.upstream_model, self.model.defaults, stream=True,
                                     stream_usage=self.options.stream_usage)
         state = CompletionStreamState(req.model, lambda: estimate_tokens(req.prompt))
         # Events that arrived in one read go on as one message: no waiting, fewer gRPC messages.
         async for batch in stream_sse_batches(self.sessions.get(url), url, call, body,
-                                              api_key=self._api_key):
+                                              api_key=self.api_key):
             chunk = state.feed_batch(batch)
             if chunk is not None:
                 yield chunk
         yield state.final()
 
     async def embed(self, req: pb.EmbedRequest, call: Call) -> pb.EmbedResponse:
-        url = self._url("embeddings")
+        url = self.url("embeddings")
         body: dict[str, Any] = {"model": self.upstream_model, "input": list(req.inputs),
                                 "encoding_format": self.options.embedding_encoding}
         if req.HasField("dimensions"):
@@ -106,7 +97,7 @@ class OpenAIProvider(Provider):
         if req.end_user:
             body["user"] = req.end_user
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
         resp = tasks_wire.openai_embeddings(data, req.model, len(req.inputs))
         if not resp.usage.prompt_tokens:
             tokens = sum(estimate_tokens(t) for t in req.inputs)
@@ -115,18 +106,18 @@ class OpenAIProvider(Provider):
         return resp
 
     async def rerank(self, req: pb.RerankRequest, call: Call) -> pb.RerankResponse:
-        url = self._url("rerank")
+        url = self.url("rerank")
         body: dict[str, Any] = {"model": self.upstream_model, "query": req.query,
                                 "documents": list(req.texts)}
         if req.HasField("top_n"):
             body["top_n"] = req.top_n
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
         return tasks_wire.openai_rerank(data, req)
 
     async def transcribe(self, req: pb.TranscribeRequest, data: bytes, call: Call
                          ) -> pb.TranscribeResponse:
-        url = self._url("audio/transcriptions")
+        url = self.url("audio/transcriptions")
         form = aiohttp.FormData()
         form.add_field("model", self.upstream_model)
         for name in ("language", "prompt"):
@@ -139,11 +130,11 @@ class OpenAIProvider(Provider):
         form.add_field("file", data, content_type=req.mime_type or None,
                        filename=req.filename or f"audio.{ext}")
         data = await request_json(self.sessions.get(url), "POST", url, call, data=form,
-                                  api_key=self._api_key, headers={"Accept": "application/json"})
+                                  api_key=self.api_key, headers={"Accept": "application/json"})
         return tasks_wire.transcription(data, req.model)
 
     async def speech(self, req: pb.SpeechRequest, call: Call) -> pb.SpeechResponse:
-        url = self._url("audio/speech")
+        url = self.url("audio/speech")
         fmt = req.response_format or "mp3"
         body: dict[str, Any] = {"model": self.upstream_model, "input": req.input,
                                 "voice": req.voice or "alloy", "response_format": fmt}
@@ -154,7 +145,7 @@ class OpenAIProvider(Provider):
         if req.HasField("params"):
             body.update(wire.struct_to_dict(req.params))
         data = await request_bytes(
-            self.sessions.get(url), "POST", url, call, json_body=body, api_key=self._api_key,
+            self.sessions.get(url), "POST", url, call, json_body=body, api_key=self.api_key,
             headers={"Content-Type": "application/json", "Accept": "application/octet-stream"})
         if not data:
             raise UpstreamError("upstream answered speech with no audio", kind="protocol")
@@ -162,7 +153,7 @@ class OpenAIProvider(Provider):
                                  mime_type=tasks_wire.SPEECH_MIME.get(fmt, "audio/mpeg"))
 
     async def image(self, req: pb.ImageRequest, call: Call) -> pb.ImageResponse:
-        url = self._url("images/generations")
+        url = self.url("images/generations")
         body: dict[str, Any] = {"model": self.upstream_model, "prompt": req.prompt}
         if req.HasField("n"):
             body["n"] = req.n
@@ -173,7 +164,7 @@ class OpenAIProvider(Provider):
         if req.HasField("params"):
             body.update(wire.struct_to_dict(req.params))
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
         resp = pb.ImageResponse()
         with tasks_wire.reading("images"):
             resp.created = int(data.get("created") or time.time())

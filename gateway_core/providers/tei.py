@@ -9,7 +9,6 @@ strings would be read as one sentence pair), and answers ``[{"label", "score"}]`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,21 +32,13 @@ class TEIProvider(Provider):
     Options = TEIOptions
     options: TEIOptions
 
-    def _url(self, path: str) -> str:
-        return f"{(self.model.upstream_url or '').rstrip('/')}/{path}"
-
-    @property
-    def _api_key(self) -> str | None:
-        env = self.model.api_key_env
-        return os.environ.get(env) if env else None
-
     def _truncate(self, value: bool | None) -> bool:
         return self.options.truncate if value is None else value
 
     async def _post(self, path: str, body: dict[str, Any], call: Call) -> Any:
-        url = self._url(path)
+        url = self.url(path)
         return await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
-                                  api_key=self._api_key)
+                                  api_key=self.api_key)
 
     async def embed(self, req: pb.EmbedRequest, call: Call) -> pb.EmbedResponse:
         body: dict[str, Any] = {

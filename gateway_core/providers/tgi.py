@@ -11,7 +11,6 @@ reason and the number of generated tokens.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -134,14 +133,6 @@ class TGIProvider(Provider):
         super().__init__(*args, **kwargs)
         self.renderer = TemplateRenderer(_TEMPLATE_LIMIT, 1.0)
 
-    def _url(self, path: str) -> str:
-        return f"{(self.model.upstream_url or '').rstrip('/')}/{path}"
-
-    @property
-    def _api_key(self) -> str | None:
-        env = self.model.api_key_env
-        return os.environ.get(env) if env else None
-
     async def _prompt(self, req: pb.ChatRequest) -> str:
         messages = messages_for_template(req.messages)
         if self.options.chat_template:
@@ -153,9 +144,9 @@ class TGIProvider(Provider):
 
     async def _generate(self, prompt: str, params: pb.SamplingParams,
                         call: Call) -> tuple[str, str, pb.Usage]:
-        url = self._url("generate")
+        url = self.url("generate")
         data = await request_json(self.sessions.get(url), "POST", url, call,
-                                  json_body=self._body(prompt, params), api_key=self._api_key)
+                                  json_body=self._body(prompt, params), api_key=self.api_key)
         text, reason, tokens = parse_generate(data)
         prompt_tokens = estimate_tokens(prompt)
         completion = tokens if tokens is not None else estimate_tokens(text)
@@ -180,9 +171,9 @@ class TGIProvider(Provider):
 
     async def _stream(self, prompt: str, params: pb.SamplingParams, call: Call,
                       state: TGIStream) -> AsyncIterator[str]:
-        url = self._url("generate_stream")
+        url = self.url("generate_stream")
         async for data in stream_sse(self.sessions.get(url), url, call,
-                                     self._body(prompt, params), api_key=self._api_key):
+                                     self._body(prompt, params), api_key=self.api_key):
             text = state.feed(data)
             if text:
                 yield text
