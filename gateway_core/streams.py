@@ -73,17 +73,21 @@ class _StreamState(Generic[ChunkT]):
             usage = data.get("usage")
             if usage:
                 self.usage = reported_usage(usage)
-            deltas = [self._delta(c) for c in data.get("choices") or ()]
+            deltas = []
+            for c in data.get("choices") or ():
+                delta = self._delta(c)
+                if delta[2]:
+                    self.content_chunks += 1
+                deltas.append(delta)
         except (AttributeError, TypeError, ValueError) as exc:
             raise UpstreamError(
                 "upstream sent a stream chunk the gateway cannot read", kind="protocol"
             ) from exc
-        self.content_chunks += sum(1 for d in deltas if d[2])
         return deltas
 
     def _merged(self, acc: _Merged) -> ChunkT:
-        return self._build((index, role, pieces[0] if len(pieces) == 1 else "".join(pieces),
-                            finish) for index, (role, pieces, finish) in acc.items())
+        return self._build([(index, role, "".join(pieces), finish)
+                            for index, (role, pieces, finish) in acc.items()])
 
     def feed(self, data: Any) -> ChunkT | None:
         """One upstream event in; the chunk to forward now (None when held back or usage only)."""
@@ -122,9 +126,7 @@ class _StreamState(Generic[ChunkT]):
         return chunk
 
 
-def _strings(*values: Any) -> None:
-    if not all(type(v) is str for v in values):
-        raise TypeError("a choice's content, role and finish_reason are strings")
+_NOT_STRINGS = "a choice's content, role and finish_reason are strings"
 
 
 class ChatStreamState(_StreamState[pb.ChatChunk]):
@@ -145,7 +147,8 @@ class ChatStreamState(_StreamState[pb.ChatChunk]):
         content = delta.get("content") or ""
         role = delta.get("role") or ""
         finish = choice.get("finish_reason") or ""
-        _strings(content, role, finish)
+        if type(content) is not str or type(role) is not str or type(finish) is not str:
+            raise TypeError(_NOT_STRINGS)
         return int(choice.get("index") or 0), role, content, finish
 
     def _build(self, deltas: Iterable[Delta]) -> pb.ChatChunk:
@@ -168,7 +171,8 @@ class CompletionStreamState(_StreamState[pb.CompletionChunk]):
     def _delta(self, choice: Any) -> Delta:
         text = choice.get("text") or ""
         finish = choice.get("finish_reason") or ""
-        _strings(text, finish)
+        if type(text) is not str or type(finish) is not str:
+            raise TypeError(_NOT_STRINGS)
         return int(choice.get("index") or 0), "", text, finish
 
     def _build(self, deltas: Iterable[Delta]) -> pb.CompletionChunk:
