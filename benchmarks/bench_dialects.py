@@ -27,7 +27,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+
+from benchmarks.bench import free_port, log
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
@@ -91,17 +92,6 @@ def targets(model: str) -> list[Target]:
                    stream, base_completion),
         ]
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -30,10 +29,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from benchmarks.bench import Processes, free_port, log, pct, wait_healthy
 from benchmarks.loadgen import cpu_seconds
+from benchmarks.upstream import serve_fake
 
 ROOT = Path(__file__).resolve().parent.parent
 MS = 1000.0
@@ -48,19 +47,8 @@ async def serve_upstream(port: int, dim: int) -> None:
 
     # The fake's own work is not what is measured: its vectors are computed once per text.
     openai_media.vector = functools.lru_cache(maxsize=None)(openai_media.vector)
-    fake = openai_media.FakeOpenAIMedia(dim=dim, record=False)
-    fake.runner = web.AppRunner(fake.app(), access_log=None)
-    await fake.runner.setup()
-    site = web.TCPSite(fake.runner, "127.0.0.1", port, backlog=1024)
-    await site.start()
-    fake.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(f"PORT {fake.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await fake.stop()
+    await serve_fake(openai_media.FakeOpenAIMedia(dim=dim, record=False), port,
+                     handler_cancellation=False)
 
 
 def gateway_config(upstream: str, workdir: Path) -> dict[str, Any]:

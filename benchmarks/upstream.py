@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.loopback import serve_app
+from tests.fakes.openai_media import FakeOpenAIMedia
 from tests.fakes.openai_upstream import FakeOpenAI
 
 
@@ -27,13 +29,11 @@ class BenchUpstream(FakeOpenAI):
         return body  # type: ignore[no-any-return]
 
 
-async def serve(port: int, slow_seconds: float) -> None:
-    fake = BenchUpstream(slow_seconds=slow_seconds)
-    fake.runner = web.AppRunner(fake.app(), handler_cancellation=True, access_log=None)
-    await fake.runner.setup()
-    site = web.TCPSite(fake.runner, "127.0.0.1", port, backlog=1024)
-    await site.start()
-    fake.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+async def serve_fake(fake: FakeOpenAI | FakeOpenAIMedia, port: int, *,
+                     handler_cancellation: bool) -> None:
+    """Serve a test fake for another process: print ``PORT <n>``, stop on SIGINT or SIGTERM."""
+    fake.runner, fake.port = await serve_app(fake.app(), handler_cancellation=handler_cancellation,
+                                             port=port, backlog=1024)
     print(f"PORT {fake.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,7 +52,8 @@ def main() -> None:
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(args.port, args.slow_seconds))
+        uvloop.run(serve_fake(BenchUpstream(slow_seconds=args.slow_seconds), args.port,
+                              handler_cancellation=True))
 
 
 if __name__ == "__main__":

@@ -5,15 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 
-async def serve_app(app: web.Application, *, handler_cancellation: bool = True
-                    ) -> tuple[web.AppRunner, int]:
-    """Run ``app`` on 127.0.0.1 at a port the OS picks; returns the runner and the port.
+async def serve_app(app: web.Application, *, handler_cancellation: bool = True, port: int = 0,
+                    backlog: int = 128) -> tuple[web.AppRunner, int]:
+    """Run ``app`` on 127.0.0.1 at ``port`` (0: one the OS picks); returns the runner and the port.
 
     ``handler_cancellation`` lets a fake notice a client that goes away (its handler is cancelled).
     """
     runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=backlog)
     await site.start()
-    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, port
+    bound: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, bound
