@@ -281,18 +281,42 @@ def record_usage(state: RequestState, usage: pb.Usage) -> None:
     state.completion_tokens = usage.completion_tokens
 
 
-class ChatEncoder:
+class _StreamEncoder:
+    """What the chat and completion encoders share: the usage chunk at the end, ``[DONE]``."""
+
+    __slots__ = ("include_usage", "state")
+
+    def __init__(self, state: RequestState, include_usage: bool) -> None:
+        self.state = state
+        self.include_usage = include_usage
+
+    def _chunk(self, c: Any, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _usage(self, c: pb.ChatChunk | pb.CompletionChunk) -> bytes:
+        """Record the stream's usage; its own chunk when the client asked for it."""
+        record_usage(self.state, c.usage)
+        if not self.include_usage:
+            return b""
+        usage_chunk = self._chunk(c, [])
+        usage_chunk["usage"] = usage_json(c.usage)
+        return frame(orjson.dumps(usage_chunk))
+
+    def end(self) -> bytes:
+        return DONE
+
+
+class ChatEncoder(_StreamEncoder):
     """ChatChunk → ``chat.completion.chunk`` SSE frames, the usage chunk when asked, ``[DONE]``.
 
     The fields around ``choices`` are the same in every chunk of a stream: their JSON is made once
     and kept (``_head``/``_tail``), so each chunk only serializes its choices.
     """
 
-    __slots__ = ("_head", "_key", "_tail", "include_usage", "state")
+    __slots__ = ("_head", "_key", "_tail")
 
     def __init__(self, state: RequestState, include_usage: bool) -> None:
-        self.state = state
-        self.include_usage = include_usage
+        super().__init__(state, include_usage)
         self._key: tuple[str, int, str, str] | None = None
         self._head = self._tail = b""
 
@@ -334,25 +358,14 @@ class ChatEncoder:
                                 "finish_reason": finish or None})
             data = self._frame(c, choices)
         if c.HasField("usage"):
-            record_usage(self.state, c.usage)
-            if self.include_usage:
-                usage_chunk = self._chunk(c, [])
-                usage_chunk["usage"] = usage_json(c.usage)
-                data += frame(orjson.dumps(usage_chunk))
+            data += self._usage(c)
         return data
 
-    def end(self) -> bytes:
-        return DONE
 
-
-class CompletionEncoder:
+class CompletionEncoder(_StreamEncoder):
     """CompletionChunk → ``text_completion`` SSE frames, the usage chunk when asked, ``[DONE]``."""
 
-    __slots__ = ("include_usage", "state")
-
-    def __init__(self, state: RequestState, include_usage: bool) -> None:
-        self.state = state
-        self.include_usage = include_usage
+    __slots__ = ()
 
     def _chunk(self, c: pb.CompletionChunk, choices: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"id": c.id, "object": "text_completion", "created": c.created,
@@ -368,12 +381,5 @@ class CompletionEncoder:
                         "finish_reason": ch.finish_reason or None} for ch in c.choices]
             data = frame(orjson.dumps(self._chunk(c, choices)))
         if c.HasField("usage"):
-            record_usage(self.state, c.usage)
-            if self.include_usage:
-                usage_chunk = self._chunk(c, [])
-                usage_chunk["usage"] = usage_json(c.usage)
-                data += frame(orjson.dumps(usage_chunk))
+            data += self._usage(c)
         return data
-
-    def end(self) -> bytes:
-        return DONE
