@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from google.protobuf import json_format
 
+from gateway_common.json_text import json_kind, shown
 from gateway_core.errors import InvalidRequest
 from inference_gateway.v1 import inference_pb2 as pb
 
@@ -28,6 +29,14 @@ INT_DTYPES = frozenset({"int64", "int32", "int16", "int8", "uint64", "uint32", "
 BOOL_DTYPES = frozenset({"bool", "boolean"})
 STR_DTYPES = frozenset({"str", "string", "object", "binary", "bytes", "datetime"})
 _MAX_SHOWN = 40
+
+
+def _kind(value: Any) -> str:
+    return json_kind(value, integers=True)  # a dtype error tells integers from other numbers
+
+
+def _shown(value: Any) -> str:
+    return shown(value, _MAX_SHOWN)
 
 
 @dataclass(frozen=True)
@@ -87,27 +96,6 @@ def parse_signature(data: Any) -> Signature:
 
 # ---------------------------------------------------------------------------------------------
 # Checking values
-
-
-def _shown(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def fits_dtype(value: Any, dtype: str) -> bool:

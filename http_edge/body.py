@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from gateway_common.json_text import json_kind, shown
 from http_edge.errors import EdgeError
 
 # JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
@@ -63,30 +64,8 @@ async def read_object(request: web.Request, limit: int) -> dict[str, Any]:
     data = await read_json(request, limit)
     if not isinstance(data, dict):
         raise EdgeError.bad_request(
-            f"the request body must be a JSON object; got {_json_type(data)}")
+            f"the request body must be a JSON object; got {json_kind(data)}")
     return data
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _shown(value: Any) -> str:
-    try:
-        text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
-    except TypeError:  # an integer beyond 64 bits
-        text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Fields:
@@ -103,7 +82,7 @@ class Fields:
 
     def _bad(self, name: builtins.str, expected: builtins.str, value: Any) -> EdgeError:
         return EdgeError.bad_request(
-            f"'{self.path(name)}' must be {expected}; got {_json_type(value)} {_shown(value)}"
+            f"'{self.path(name)}' must be {expected}; got {json_kind(value)} {shown(value, 60)}"
             if value is not None else f"'{self.path(name)}' must be {expected}",
             param=self.path(name),
         )
