@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway_core.errors import UpstreamError
 from gateway_core.providers import http
-from gateway_core.providers.base import Call
+from gateway_core.providers.base import Call, SessionPool
 
 EVENTS = [{"choices": [{"index": 0, "delta": {"content": f"tok{i} é"}}]} for i in range(5)]
 BODY = b"".join(b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in EVENTS)
@@ -116,3 +116,35 @@ async def test_connection_reused_when_the_body_ends_after_done(
     finally:
         assert server.runner is not None
         await server.runner.cleanup()
+
+
+async def test_upstream_cookies_are_not_kept_across_callers() -> None:
+    """The pool's session is shared by every caller of an upstream: a cookie the upstream set in
+    one caller's answer (a load balancer's sticky session, a login) must not ride along with the
+    next caller's request. Served on ``localhost``: aiohttp's jar ignores cookies of IP hosts."""
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        resp = web.json_response({"ok": True})
+        resp.set_cookie("upstream-session", f"s{len(seen)}", path="/")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/x", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "localhost", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://localhost:{port}/v1/x"
+    pool = SessionPool()
+    try:
+        for _ in range(3):
+            call = Call(deadline=asyncio.get_running_loop().time() + 10)
+            assert await http.request_json(pool.get(url), "POST", url, call, json_body={}) == {
+                "ok": True}
+    finally:
+        await pool.close()
+        await runner.cleanup()
+    assert seen == [None, None, None]

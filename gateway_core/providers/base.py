@@ -47,7 +47,11 @@ class Call:
 
 
 class SessionPool:
-    """One shared aiohttp session per upstream origin, created lazily and closed at shutdown."""
+    """One shared aiohttp session per upstream origin, created lazily and closed at shutdown.
+
+    A session serves every caller of its upstream, so it keeps no cookies: one caller's
+    ``Set-Cookie`` (a sticky session, a login) would otherwise be sent with everyone's requests.
+    """
 
     def __init__(self) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
@@ -61,6 +65,7 @@ class SessionPool:
             session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
+                cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
             )
