@@ -31,6 +31,18 @@ KEEPALIVE = b": keepalive\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
+class EventStream(web.StreamResponse):
+    """An SSE response whose headers leave with its first frame, in one write.
+
+    The relay prepares the response only once the first message is in hand, so holding the
+    headers back delays nothing; the client gets headers and first token in one packet instead of
+    two sends (aiohttp's ``Response`` buffers its headers the same way; versions without the flag
+    ignore it and send them at once).
+    """
+
+    _send_headers_immediately = False
+
+
 def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
@@ -97,7 +109,7 @@ async def relay(
         except aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
-        resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        resp = EventStream(status=200, headers=SSE_HEADERS)
         resp.headers["X-Request-Id"] = state.request_id
         await resp.prepare(request)
         keepalive = _Keepalive(resp, keepalive_seconds)

@@ -3,6 +3,8 @@ written while the upstream is idle, never into a busy stream, and the stream sti
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import orjson
 from aiohttp import web
@@ -18,6 +20,7 @@ from tests.conftest import Gateway
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
 KEEPALIVE_SECONDS = 0.05
+WRITES = web.AppKey("writes", list)
 
 
 async def slow_stream(request: web.Request) -> web.StreamResponse:
@@ -31,9 +34,31 @@ async def slow_stream(request: web.Request) -> web.StreamResponse:
                        keepalive_seconds=KEEPALIVE_SECONDS)
 
 
-async def relayed(gateway: Gateway, model: str) -> bytes:
+async def counted_stream(request: web.Request) -> web.StreamResponse:
+    """The same stream, recording every write the response makes to its socket."""
+    transport = request.transport
+    assert transport is not None
+    writes = request.app[WRITES]
+    write, writelines = transport.write, transport.writelines
+
+    def counted(data: Any) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    def counted_lines(chunks: Any) -> None:
+        writes.append(b"".join(chunks))
+        writelines(chunks)
+
+    transport.write, transport.writelines = counted, counted_lines  # type: ignore[method-assign]
+    return await slow_stream(request)
+
+
+async def relayed(gateway: Gateway, model: str, path: str = "/test/slow",
+                  writes: list[bytes] | None = None) -> bytes:
     app = create_app(gateway.config, core_address=gateway.grpc_target)
-    add_routes(app, OPENAI, [("GET", "/test/slow", slow_stream)])
+    app[WRITES] = [] if writes is None else writes
+    add_routes(app, OPENAI, [("GET", "/test/slow", slow_stream),
+                             ("GET", "/test/counted", counted_stream)])
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -41,7 +66,7 @@ async def relayed(gateway: Gateway, model: str) -> bytes:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         async with aiohttp.ClientSession() as s, s.get(
-            f"http://127.0.0.1:{port}/test/slow", params={"model": model}
+            f"http://127.0.0.1:{port}{path}", params={"model": model}
         ) as resp:
             assert resp.status == 200
             return await resp.read()
@@ -74,3 +99,16 @@ async def test_no_keepalive_in_a_busy_stream(gateway: Gateway) -> None:
         for c in orjson.loads(f[6:])["choices"]
     )
     assert text == " ".join(REPLY.split(" ")[:2])
+
+
+async def test_headers_leave_with_the_first_frame(gateway: Gateway, upstream: FakeOpenAI) -> None:
+    """The status line and headers go out in the same write as the first frame (one packet to
+    the client, not two sends), and every later frame as it comes."""
+    upstream.slow_seconds = 0.05  # between tokens: each frame is its own write
+    writes: list[bytes] = []
+    body = await relayed(gateway, "fake-slowstream", "/test/counted", writes)
+    assert body.endswith(b"data: [DONE]\n\n")
+    first = writes[0]
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\n\r\n" in first and b'data: {"id"' in first.split(b"\r\n\r\n", 1)[1]
+    assert len(writes) >= 3  # the first frame, the token after the pause, the end
