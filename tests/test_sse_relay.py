@@ -49,7 +49,8 @@ async def counted_stream(request: web.Request) -> web.StreamResponse:
         writes.append(b"".join(chunks))
         writelines(chunks)
 
-    transport.write, transport.writelines = counted, counted_lines  # type: ignore[method-assign]
+    transport.write = counted  # type: ignore[method-assign]
+    transport.writelines = counted_lines  # type: ignore[method-assign,assignment]
     return await slow_stream(request)
 
 
