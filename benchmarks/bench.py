@@ -428,8 +428,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="c=1 non-streaming requests per target per round (default 600)")
     p.add_argument("--stream-requests", type=int, default=300,
                    help="c=1 streaming requests per target per round (default 300)")
-    p.add_argument("--paced-requests", type=int, default=10,
-                   help="c=1 streams with 5 ms between tokens per target per round (0: skip)")
+    p.add_argument("--paced-requests", type=int, default=50,
+                   help="c=1 streams with 5 ms between tokens per target per round (default 50; 0: skip)")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--seconds", type=float, default=3.0,
                    help="measured window of each throughput run (default 3)")
