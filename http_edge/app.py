@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -26,6 +27,30 @@ from http_edge.routing import add_routes, json_response
 from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
 
 log = logging.getLogger(__name__)
+
+
+class _UnparsedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse at ERROR, with a traceback and the offending line
+    quoted, and that line may be ``Authorization: Bearer <secret>``. Such a record becomes one
+    INFO line naming the problem (the text before the quote), and never the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            problem = str(exc.message or "").split("\n", 1)[0].split(":", 1)[0].strip()[:120]
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "unparseable HTTP request from %s: %s (answered %d)"
+            record.args = (remote, problem or exc.__class__.__name__, exc.code or 400)
+            record.exc_info = record.exc_text = None
+            record.stack_info = None
+            if record.levelno > logging.INFO:
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+# The edge's HTTP server logs here (aiohttp's own default is ``aiohttp.server``).
+server_log = logging.getLogger("http_edge.server")
+server_log.addFilter(_UnparsedRequests())
 
 OPS = Dialect("ops", openai.error_json, openai.stream_error)
 
@@ -107,6 +132,7 @@ async def start_edge(
         handler_cancellation=True,
         shutdown_timeout=config.timeouts.shutdown_grace_seconds,
         access_log=None,
+        logger=server_log,
     )
     await runner.setup()
     site = web.TCPSite(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from typing import Any
 
@@ -302,3 +303,36 @@ async def test_an_upstream_answer_over_the_bound_is_502(gateway: Gateway,
     status, payload, _ = await post(gateway, "/v1/chat/completions", CHAT)
     assert status == 502, payload
     assert "upstream answered with more than" in payload["error"]["message"]
+
+
+MALFORMED = [
+    b"Authorization: Bearer igw_leakcheck_one\x01tail\r\n",  # a control byte in the value
+    b"Authorization Bearer igw_leakcheck_two\r\n",  # no colon
+    b"Authorization: Bearer igw_leakcheck_three\r\nContent-Length: 2\r\n",  # duplicate length
+]
+
+
+@pytest.mark.parametrize("header", MALFORMED, ids=["control-byte", "no-colon", "duplicate"])
+async def test_unparseable_request_is_400_and_its_bytes_never_logged(
+    gateway: Gateway, header: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp quotes the line it could not parse in its log record, with a traceback: the
+    edge's log names the problem in one line instead, so a credential in that line stays out."""
+    host, port = gateway.http.removeprefix("http://").rsplit(":", 1)
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + header
+                 + b"Content-Length: 2\r\n\r\n{}")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 400 ") or answer.startswith(b"HTTP/1.1 400 ")
+    for _ in range(50):  # the record is written as the error response is made
+        if any("unparseable HTTP request" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.01)
+    records = [r for r in caplog.records if "unparseable HTTP request" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    assert records[0].exc_info is None
+    assert "igw_leakcheck" not in caplog.text
+    assert "Traceback" not in caplog.text
