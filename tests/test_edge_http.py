@@ -336,3 +336,33 @@ async def test_unparseable_request_is_400_and_its_bytes_never_logged(
     assert records[0].exc_info is None
     assert "igw_leakcheck" not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_upstream_credential_from_the_named_environment_variable(
+    upstream: FakeOpenAI, gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``api_key_env`` names the variable holding the upstream's key: sent as a bearer token to
+    that upstream only, and never the caller's own credential."""
+    monkeypatch.setenv("IGW_TEST_UPSTREAM_KEY", "sk-upstream-123")
+    models = [{"id": "keyed", "task": "chat", "provider": "openai",
+               "upstream_url": upstream.base_url, "upstream_model": "llama",
+               "api_key_env": "IGW_TEST_UPSTREAM_KEY"},
+              {"id": "open", "task": "chat", "provider": "openai",
+               "upstream_url": upstream.base_url, "upstream_model": "llama"}]
+    gw = await gateway_factory(base_config(upstream.base_url, models=models))
+    caller = {"Authorization": "Bearer caller-secret"}
+    status, _, _ = await post(gw, "/v1/chat/completions", {**CHAT, "model": "keyed"},
+                              headers=caller)
+    assert status == 200
+    assert upstream.requests[-1].headers["Authorization"] == "Bearer sk-upstream-123"
+    async with aiohttp.ClientSession() as s, s.post(
+        f"{gw.http}/v1/chat/completions", json={**CHAT, "model": "keyed", "stream": True},
+        headers=caller,
+    ) as r:
+        assert r.status == 200
+        assert (await r.read()).endswith(b"data: [DONE]\n\n")
+    assert upstream.requests[-1].headers["Authorization"] == "Bearer sk-upstream-123"
+    status, _, _ = await post(gw, "/v1/chat/completions", {**CHAT, "model": "open"},
+                              headers={"Authorization": "Bearer caller-secret"})
+    assert status == 200
+    assert "Authorization" not in upstream.requests[-1].headers
