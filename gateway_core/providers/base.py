@@ -12,6 +12,7 @@ Providers never import grpc: they raise ``gateway_core.errors`` exceptions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -105,9 +106,10 @@ class Provider:
         """``path`` under the model's ``upstream_url``."""
         return f"{(self.model.upstream_url or '').rstrip('/')}/{path}"
 
-    @property
+    @functools.cached_property
     def api_key(self) -> str | None:
-        """The upstream credential, from the environment variable the config names."""
+        """The upstream credential, from the environment variable the config names (read at the
+        first call, not on every one)."""
         env = self.model.api_key_env
         return os.environ.get(env) if env else None
 
