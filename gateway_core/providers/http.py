@@ -127,17 +127,20 @@ async def request_json(
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
+def _too_large() -> UpstreamError:
+    return UpstreamError(f"upstream answered with more than {MAX_RESPONSE_BYTES >> 20} MiB",
+                         kind="protocol")
+
+
 async def _bounded_body(resp: aiohttp.ClientResponse) -> bytes:
-    too_large = UpstreamError(
-        f"upstream answered with more than {MAX_RESPONSE_BYTES >> 20} MiB", kind="protocol")
     if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
-        raise too_large
+        raise _too_large()
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
-            raise too_large
+            raise _too_large()
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -129,9 +129,9 @@ class OpenAIProvider(Provider):
         ext = audio.EXTENSION_OF.get(req.mime_type, "bin")
         form.add_field("file", data, content_type=req.mime_type or None,
                        filename=req.filename or f"audio.{ext}")
-        data = await request_json(self.sessions.get(url), "POST", url, call, data=form,
-                                  api_key=self.api_key, headers={"Accept": "application/json"})
-        return tasks_wire.transcription(data, req.model)
+        answer = await request_json(self.sessions.get(url), "POST", url, call, data=form,
+                                    api_key=self.api_key, headers={"Accept": "application/json"})
+        return tasks_wire.transcription(answer, req.model)
 
     async def speech(self, req: pb.SpeechRequest, call: Call) -> pb.SpeechResponse:
         url = self.url("audio/speech")
