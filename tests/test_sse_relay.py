@@ -17,10 +17,10 @@ from http_edge.sse import KEEPALIVE, relay
 from http_edge.state import CORE, STATE
 from inference_gateway.v1 import inference_pb2 as pb
 from tests.conftest import Gateway
+from tests.fakes.loopback import serve_app
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
 KEEPALIVE_SECONDS = 0.05
-WRITES = web.AppKey("writes", list)
 
 
 async def slow_stream(request: web.Request) -> web.StreamResponse:
@@ -34,40 +34,45 @@ async def slow_stream(request: web.Request) -> web.StreamResponse:
                        keepalive_seconds=KEEPALIVE_SECONDS)
 
 
-async def counted_stream(request: web.Request) -> web.StreamResponse:
-    """The same stream, recording every write the response makes to its socket."""
-    transport = request.transport
-    assert transport is not None
-    writes = request.app[WRITES]
-    write, writelines = transport.write, transport.writelines
+def record_writes(writes: list[bytes]) -> Any:
+    """An ``on_response_prepare`` hook recording every write a response makes to its socket."""
 
-    def counted(data: Any) -> None:
-        writes.append(bytes(data))
-        write(data)
+    async def hook(request: web.BaseRequest, response: web.StreamResponse) -> None:
+        transport = request.transport
+        assert transport is not None
+        write, writelines = transport.write, transport.writelines
 
-    def counted_lines(chunks: Any) -> None:
-        writes.append(b"".join(chunks))
-        writelines(chunks)
+        def counted(data: Any) -> None:
+            writes.append(bytes(data))
+            write(data)
 
-    transport.write = counted  # type: ignore[method-assign]
-    transport.writelines = counted_lines  # type: ignore[method-assign,assignment]
-    return await slow_stream(request)
+        def counted_lines(chunks: Any) -> None:
+            writes.append(b"".join(chunks))
+            writelines(chunks)
+
+        transport.write = counted  # type: ignore[method-assign]
+        transport.writelines = counted_lines  # type: ignore[method-assign,assignment]
+
+    return hook
 
 
-async def relayed(gateway: Gateway, model: str, path: str = "/test/slow",
-                  writes: list[bytes] | None = None) -> bytes:
-    app = create_app(gateway.config, core_address=gateway.grpc_target)
-    app[WRITES] = [] if writes is None else writes
-    add_routes(app, OPENAI, [("GET", "/test/slow", slow_stream),
-                             ("GET", "/test/counted", counted_stream)])
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+async def edge(gateway: Gateway, core_transport: str,
+               writes: list[bytes] | None = None) -> tuple[web.AppRunner, int]:
+    """An edge of its own in front of the gateway's core (over the test's transport), with the
+    test route added and, given ``writes``, its socket writes recorded."""
+    channel = gateway.core.local_channel() if core_transport == "local" else None
+    app = create_app(gateway.config, core_address=gateway.grpc_target, channel=channel)
+    add_routes(app, OPENAI, [("GET", "/test/slow", slow_stream)])
+    if writes is not None:
+        app.on_response_prepare.append(record_writes(writes))
+    return await serve_app(app)
+
+
+async def relayed(gateway: Gateway, core_transport: str, model: str) -> bytes:
+    runner, port = await edge(gateway, core_transport)
     try:
         async with aiohttp.ClientSession() as s, s.get(
-            f"http://127.0.0.1:{port}{path}", params={"model": model}
+            f"http://127.0.0.1:{port}/test/slow", params={"model": model}
         ) as resp:
             assert resp.status == 200
             return await resp.read()
@@ -76,10 +81,10 @@ async def relayed(gateway: Gateway, model: str, path: str = "/test/slow",
 
 
 async def test_keepalive_comments_while_the_upstream_is_idle(
-    gateway: Gateway, upstream: FakeOpenAI
+    gateway: Gateway, upstream: FakeOpenAI, core_transport: str
 ) -> None:
     upstream.slow_seconds = 0.3  # between tokens: several keepalive intervals
-    body = await relayed(gateway, "fake-slowstream")
+    body = await relayed(gateway, core_transport, "fake-slowstream")
     assert body.endswith(b"data: [DONE]\n\n")
     frames = body.split(b"\n\n")
     data = [f for f in frames if f.startswith(b"data: {")]
@@ -90,8 +95,8 @@ async def test_keepalive_comments_while_the_upstream_is_idle(
                for f in frames)
 
 
-async def test_no_keepalive_in_a_busy_stream(gateway: Gateway) -> None:
-    body = await relayed(gateway, "fake-chat")
+async def test_no_keepalive_in_a_busy_stream(gateway: Gateway, core_transport: str) -> None:
+    body = await relayed(gateway, core_transport, "fake-chat")
     assert KEEPALIVE not in body
     assert body.endswith(b"data: [DONE]\n\n")
     text = "".join(
@@ -102,14 +107,30 @@ async def test_no_keepalive_in_a_busy_stream(gateway: Gateway) -> None:
     assert text == " ".join(REPLY.split(" ")[:2])
 
 
-async def test_headers_leave_with_the_first_frame(gateway: Gateway, upstream: FakeOpenAI) -> None:
-    """The status line and headers go out in the same write as the first frame (one packet to
-    the client, not two sends), and every later frame as it comes."""
-    upstream.slow_seconds = 0.05  # between tokens: each frame is its own write
+async def test_headers_leave_with_the_first_frame(gateway: Gateway, upstream: FakeOpenAI,
+                                                  core_transport: str) -> None:
+    """On the real chat route: the status line and headers go out in the same write as the first
+    frame (one packet to the client, not two sends), and each later token in a write of its own
+    as it comes."""
+    upstream.slow_seconds = 0.05  # between tokens, far below the 15 s keepalive interval
     writes: list[bytes] = []
-    body = await relayed(gateway, "fake-slowstream", "/test/counted", writes)
+    runner, port = await edge(gateway, core_transport, writes)
+    try:
+        async with aiohttp.ClientSession() as s, s.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "fake-slowstream", "stream": True, "max_tokens": 2,
+                  "messages": [{"role": "user", "content": "hi"}]},
+        ) as resp:
+            assert resp.status == 200
+            body = await resp.read()
+    finally:
+        await runner.cleanup()
     assert body.endswith(b"data: [DONE]\n\n")
     first = writes[0]
     assert first.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"\r\n\r\n" in first and b'data: {"id"' in first.split(b"\r\n\r\n", 1)[1]
-    assert len(writes) >= 3  # the first frame, the token after the pause, the end
+    tokens = [w for w in writes[1:] if b'"content":"' in w and b'"content":""' not in w]
+    words = REPLY.split(" ")[:2]
+    assert len(tokens) == 2  # each token after its pause, alone
+    assert all(w.count(b"data: {") == 1 for w in tokens)
+    assert words[0].encode() in tokens[0] and words[1].encode() in tokens[1]

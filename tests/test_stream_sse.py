@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway_core.errors import UpstreamError
 from gateway_core.providers import http
 from gateway_core.providers.base import Call, SessionPool
+from tests.fakes.loopback import serve_app
 
 EVENTS = [{"choices": [{"index": 0, "delta": {"content": f"tok{i} é"}}]} for i in range(5)]
 BODY = b"".join(b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in EVENTS)
@@ -132,11 +133,7 @@ async def test_upstream_cookies_are_not_kept_across_callers() -> None:
 
     app = web.Application()
     app.router.add_post("/v1/x", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "localhost", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(app, host="localhost")
     url = f"http://localhost:{port}/v1/x"
     pool = SessionPool()
     try:
