@@ -31,7 +31,7 @@ from inference_gateway.v1 import admin_pb2 as apb
 from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
-from tests.auth.kit import auth_config, bearer
+from tests.auth.kit import auth_config, bearer, chat
 from tests.conftest import base_config
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
@@ -64,12 +64,16 @@ async def outcome(work: Awaitable[Any]) -> Outcome:
     return Outcome(grpc.StatusCode.OK)
 
 
+async def until(condition: Callable[[], object], seconds: float = 3.0) -> None:
+    """Wait, yielding to the loop, until ``condition()`` holds (a failure after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.005)
+
+
 async def drain(call: AsyncIterable[Any]) -> list[Any]:
     return [item async for item in call]
-
-
-def chat(model: str, text: str = "hi") -> pb.ChatRequest:
-    return pb.ChatRequest(model=model, messages=[pb.ChatMessage(role="user", content=text)])
 
 
 def content(msg: Message) -> Message:
@@ -188,6 +192,7 @@ async def test_error_statuses(channels: Channels, request_: pb.ChatRequest,
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 async def test_deadline_cancels_the_upstream(channels: Channels, upstream: FakeOpenAI,
                                              stream: bool) -> None:
+    upstream.slow_seconds = 5.0  # the deadline, not the upstream, must end the call
     work = (stream_chat(chat("fake-slowstream"), timeout=0.3) if stream
             else unary_chat(chat("fake-slow"), timeout=0.3))
     codes = {}
@@ -195,7 +200,7 @@ async def test_deadline_cancels_the_upstream(channels: Channels, upstream: FakeO
         upstream.disconnected.clear()
         started = time.monotonic()
         got = await outcome(work(ch))
-        assert time.monotonic() - started < 1.0, name
+        assert time.monotonic() - started < 2.5, name
         # Who notices first (the provider's timer or the call's) is a race on both channels:
         # either is a correct report of the same DEADLINE_EXCEEDED.
         assert got.reason in (None, "upstream_timeout") and "deadline" in str(got.details).lower()
@@ -301,25 +306,28 @@ async def test_core_context_stays_in_the_core(channels: Channels, probe: Probe) 
 
 
 async def _stop_during_slow_call(ch: aio.Channel, stop: Callable[[float], Awaitable[None]],
-                                 stream: bool = False) -> tuple[Outcome, float]:
-    """Stop with a 0.2 s grace while a slow call runs: how the call ended, and when."""
+                                 upstream: FakeOpenAI, stream: bool = False
+                                 ) -> tuple[Outcome, float]:
+    """Stop with a 0.2 s grace while a slow call (5 s upstream) runs: how it ended, and when."""
+    upstream.slow_seconds = 5.0
     stub = pb_grpc.InferenceStub(ch)
-    call = (drain(stub.ChatStream(chat("fake-slow"), timeout=5)) if stream
-            else stub.Chat(chat("fake-slow"), timeout=5))
+    call = (drain(stub.ChatStream(chat("fake-slow"), timeout=10)) if stream
+            else stub.Chat(chat("fake-slow"), timeout=10))
+    asked = sum(r.body.get("model") == "slow" for r in upstream.requests)
     waiter = asyncio.ensure_future(outcome(call))
-    await asyncio.sleep(0.05)
+    await until(lambda: sum(r.body.get("model") == "slow" for r in upstream.requests) > asked)
     started = time.monotonic()
     await stop(0.2)
-    return await asyncio.wait_for(waiter, 1), time.monotonic() - started
+    return await asyncio.wait_for(waiter, 3), time.monotonic() - started
 
 
 async def test_stop(core: CoreHandle, channels: Channels, upstream: FakeOpenAI) -> None:
     assert core.local is not None
     local = pb_grpc.InferenceStub(channels["local"])
-    upstream.token_delay = 0.01  # a stream of about 0.14 s: it ends within the grace
+    upstream.token_delay = 0.002  # a stream of about 0.03 s: it ends within the grace
     calm = asyncio.ensure_future(outcome(drain(local.ChatStream(chat("fake-chat"), timeout=5))))
-    _, elapsed = await _stop_during_slow_call(channels["local"], core.local.stop)
-    assert 0.15 < elapsed < 1.0  # the slow call is cancelled when the grace passes ...
+    _, elapsed = await _stop_during_slow_call(channels["local"], core.local.stop, upstream)
+    assert 0.15 < elapsed < 2.5  # the slow call is cancelled when the grace passes ...
     await asyncio.wait_for(upstream.disconnected.wait(), 2)  # ... and so is its upstream request
     assert (await calm).code == grpc.StatusCode.OK
     assert upstream.streams_finished == 1
@@ -334,11 +342,12 @@ async def test_stop(core: CoreHandle, channels: Channels, upstream: FakeOpenAI) 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 async def test_stop_ends_a_running_call_as_grpc_does(core: CoreHandle, channels: Channels,
-                                                     stream: bool) -> None:
+                                                     upstream: FakeOpenAI, stream: bool) -> None:
     assert core.local is not None
-    remote, _ = await _stop_during_slow_call(channels["grpc"], core.server.stop, stream)
-    local, elapsed = await _stop_during_slow_call(channels["local"], core.local.stop, stream)
-    assert elapsed < 1.0
+    remote, _ = await _stop_during_slow_call(channels["grpc"], core.server.stop, upstream, stream)
+    local, elapsed = await _stop_during_slow_call(channels["local"], core.local.stop, upstream,
+                                                  stream)
+    assert elapsed < 2.5
     assert remote.code == grpc.StatusCode.UNAVAILABLE
     assert (local.code, local.details) == (remote.code, remote.details)
 
@@ -346,10 +355,15 @@ async def test_stop_ends_a_running_call_as_grpc_does(core: CoreHandle, channels:
 async def test_stream_runs_at_most_a_buffer_ahead_of_its_reader(channels: Channels) -> None:
     call = pb_grpc.InferenceStub(channels["local"]).ChatStream(chat("mock-chat", LONG), timeout=5)
     assert isinstance(call, LocalUnaryStreamCall)
-    await asyncio.sleep(0.05)  # the mock provider has no delay: it runs until it is held back
+    # The mock provider has no delay: it runs until it is held back, and no further.
+    await until(lambda: len(call._items) >= STREAM_BUFFER)
+    for _ in range(20):
+        await asyncio.sleep(0)
     assert len(call._items) == STREAM_BUFFER
     read = [await call.read() for _ in range(STREAM_BUFFER // 2 + 1)]  # below half: resumed
-    await asyncio.sleep(0.05)
+    await until(lambda: len(call._items) >= STREAM_BUFFER)
+    for _ in range(20):
+        await asyncio.sleep(0)
     assert len(call._items) == STREAM_BUFFER
     read += await drain(call)
     assert await call.code() == grpc.StatusCode.OK
@@ -377,7 +391,10 @@ async def test_read_after_cancel_raises(channels: Channels) -> None:
     for name, ch in channels.items():
         call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-endless"), timeout=10)
         await call.read()
-        await asyncio.sleep(0.2)  # the handler runs ahead into the buffer
+        if isinstance(call, LocalUnaryStreamCall):  # the handler runs ahead into the buffer
+            await until(call._items.__len__)
+        else:  # gRPC's buffer cannot be seen: give it the time of several messages
+            await asyncio.sleep(0.2)
         call.cancel()
         assert (await outcome(call.read())).code == "CancelledError", name
 
@@ -402,6 +419,6 @@ async def test_stop_without_grace_ends_calls_unavailable(
         await asyncio.sleep(0.05)
     started = time.monotonic()
     await core.local.stop(None)  # None, as 0: no grace (grpc's meaning)
-    got = await asyncio.wait_for(outcome(call), 1)
-    assert time.monotonic() - started < 0.5
+    got = await asyncio.wait_for(outcome(call), 3)
+    assert time.monotonic() - started < 1.5  # not the slow upstream's 2 s
     assert (got.code, got.details) == (grpc.StatusCode.UNAVAILABLE, "Cancelling all calls")
