@@ -23,6 +23,7 @@ from gateway_core.providers.mock_media import tone_wav
 from http_edge import multipart, upload
 from http_edge.multipart import MAX_HEADER_BYTES, MultipartError, Part, boundary_of, disposition
 from tests.conftest import Gateway, GatewayFactory
+from tests.fakes.forms import cd, raw_body
 from tests.fakes.openai_media import FakeOpenAIMedia
 
 Parsed = list[tuple[str, str | None, str, bytes]]
@@ -46,25 +47,6 @@ def near_misses(boundary: bytes) -> bytes:
             + b"\r\n--\r\n" + bytes(range(256)) + b"\r\n\r\n")  # ends in CRLF CRLF
     assert b"\r\n--" + boundary not in b"\r\n" + data  # a true delimiter would end the part
     return data
-
-
-def raw_body(boundary: bytes, parts: list[tuple[list[bytes], bytes]], *, preamble: bytes = b"",
-             epilogue: bytes = b"", padding: bytes = b"", close: bool = True) -> bytes:
-    """A body built by hand: each part is (header lines, data)."""
-    out = preamble + b"--" + boundary
-    for headers, data in parts:
-        out += padding + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + data
-        out += b"\r\n--" + boundary
-    if close:
-        out += b"--" + padding + b"\r\n" + epilogue
-    return out
-
-
-def cd(name: str, filename: str | None = None) -> bytes:
-    header = f'Content-Disposition: form-data; name="{name}"'
-    if filename is not None:
-        header += f'; filename="{filename}"'
-    return header.encode()
 
 
 # --- real encoders --------------------------------------------------------------------------
@@ -199,6 +181,12 @@ def test_boundary_with_final_newline_is_rejected() -> None:
     ("form-data; name=x; filename=ok.wav; filename*=utf-8''%FF", ("x", "ok.wav")),
     ("form-data; name=x; filename=ok.wav; filename*=no-quotes", ("x", "ok.wav")),
     ("form-data", ("", None)),
+    ('form-data; name="file"; filename="speech.wav"', ("file", "speech.wav")),
+    ('form-data; name="x;y"; filename="b;c \\"q\\".wav"', ("x;y", 'b;c "q".wav')),
+    ("form-data; name=\"file\"; filename=\"x.wav\"; filename*=UTF-8''%C3%A9t%C3%A9.wav",
+     ("file", "été.wav")),
+    ('form-data; name="model"', ("model", None)),
+    ("", ("", None)),
 ])
 def test_disposition(header: str, expected: tuple[str, str | None]) -> None:
     assert disposition(header) == expected

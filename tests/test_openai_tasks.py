@@ -282,16 +282,3 @@ async def test_same_tasks_over_grpc(gw: Gateway, media: FakeOpenAIMedia) -> None
             "unsupported_media_type"
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ('form-data; name="file"; filename="speech.wav"', ("file", "speech.wav")),
-    ("form-data; name=file; filename=a.mp3", ("file", "a.mp3")),
-    ('form-data; name="x;y"; filename="b;c \\"q\\".wav"', ("x;y", 'b;c "q".wav')),
-    ("form-data; name=\"file\"; filename=\"x.wav\"; filename*=UTF-8''%C3%A9t%C3%A9.wav",
-     ("file", "été.wav")),
-    ('form-data; name="model"', ("model", None)),
-    ("", ("", None)),
-])
-def test_content_disposition(header: str, expected: tuple[str, str | None]) -> None:
-    from http_edge.multipart import disposition
-
-    assert disposition(header) == expected

@@ -14,16 +14,15 @@ import tracemalloc
 import aiohttp
 
 from tests.conftest import GatewayFactory
+from tests.fakes.forms import cd, raw_body
 
 SIZE = 10 * 1024 * 1024
 BOUNDARY = b"copies-boundary"
 
 
 def body_of(audio: bytes) -> bytes:
-    return (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
-            b"mock-transcription\r\n--" + BOUNDARY + b'\r\nContent-Disposition: form-data;'
-            b' name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n' + audio
-            + b"\r\n--" + BOUNDARY + b"--\r\n")
+    return raw_body(BOUNDARY, [([cd("model")], b"mock-transcription"),
+                               ([cd("file", "a.wav"), b"Content-Type: audio/wav"], audio)])
 
 
 async def test_a_10mb_upload_peaks_at_two_copies(gateway_factory: GatewayFactory,
