@@ -37,6 +37,8 @@ import orjson
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from benchmarks.bench import free_port, pct
+from benchmarks.loadgen import cpu_seconds
 from gateway_common.config import parse_config
 from gateway_common.defaults import MOCK_MODELS
 from gateway_core.auth.authenticator import Authenticator
@@ -51,7 +53,6 @@ from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 
 Md = tuple[tuple[str, str], ...]
 REQUEST = pb.ChatRequest(model="mock-chat", messages=[pb.ChatMessage(role="user", content="hi")])
-TICK = os.sysconf("SC_CLK_TCK")
 BODY = orjson.dumps({"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]})
 
 
@@ -62,11 +63,6 @@ def config_data(data_dir: str | None) -> dict[str, Any]:
         "models": [{**m, "provider": "mock"} for m in MOCK_MODELS],
         "log_level": "warning",
     }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +86,7 @@ async def serve(tmp: str, name: str, data_dir: str | None
     pid)."""
     path = Path(tmp) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config_data(data_dir)))
-    grpc_port, http_port = _free_port(), _free_port()
+    grpc_port, http_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway_common.cli", "serve", "--config", str(path),
         "--grpc-port", str(grpc_port), "--http-port", str(http_port),
@@ -169,12 +165,6 @@ async def hot_path() -> None:
           f"(of which the store's change check {per_gen * 1e6:.2f} µs)")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 async def compare(name: str, on: Callable[[], Awaitable[None]],
                   off: Callable[[], Awaitable[None]], requests: int, pids: tuple[int, int]
                   ) -> None:
@@ -194,12 +184,12 @@ async def compare(name: str, on: Callable[[], Awaitable[None]],
         medians: dict[str, float] = {}
         for label, call in order:
             run: list[float] = []
-            cpu_before = cpu_seconds(pid_of[label])
+            cpu_before = cpu_seconds((pid_of[label],))
             for _ in range(batch):
                 started = time.perf_counter()
                 await call()
                 run.append(time.perf_counter() - started)
-            cpu[label] += cpu_seconds(pid_of[label]) - cpu_before
+            cpu[label] += cpu_seconds((pid_of[label],)) - cpu_before
             times[label].extend(run)
             medians[label] = statistics.median(run)
         paired.append(medians["on"] - medians["off"])
@@ -271,7 +261,7 @@ async def sqlite_visibility(rounds: int) -> None:
         async with gateway(tmp) as (core, _):
             assert core.auth is not None and core.auth.bootstrap.admin_secret is not None
             admin_md: Md = (("authorization", f"Bearer {core.auth.bootstrap.admin_secret}"),)
-            sock_port = _free_port()
+            sock_port = free_port()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway_common.cli", "core", "--config", str(path),
                 "--grpc-port", str(sock_port), stdout=asyncio.subprocess.DEVNULL,
@@ -320,15 +310,6 @@ async def postgres_visibility(rounds: int) -> None:
     finally:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def main_async(args: argparse.Namespace) -> None:
