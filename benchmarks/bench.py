@@ -132,12 +132,15 @@ def gateway_config(upstream: str, workdir: Path, transport: str = "local") -> di
     }
 
 
-async def wait_healthy(url: str, procs: Processes, limit: float = 60.0) -> None:
-    """Poll ``/health`` until it answers 200 (the gateway's core is serving)."""
+async def wait_healthy(url: str, procs: Processes | Callable[[], None],
+                       limit: float = 60.0) -> None:
+    """Poll ``/health`` until it answers 200 (the gateway's core is serving); ``procs`` (or a
+    check of one's own) raises when a process it started has died meanwhile."""
+    check_alive = procs.check_alive if isinstance(procs, Processes) else procs
     deadline = time.monotonic() + limit
     async with aiohttp.ClientSession() as s:
         while True:
-            procs.check_alive()
+            check_alive()
             with contextlib.suppress(aiohttp.ClientError):
                 async with s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:

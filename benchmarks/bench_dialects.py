@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from benchmarks.bench import free_port, log
+from benchmarks.bench import free_port, log, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
@@ -182,32 +182,6 @@ def gateway_config(upstream: str, model: str) -> dict[str, Any]:
     }
 
 
-async def wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], limit: float = 60) -> None:
-    deadline = time.monotonic() + limit
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            for p in procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"{p.args!r} exited with {p.returncode}")
-            try:
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not become healthy in {limit} s")
-
-
-UPSTREAM_CODE = """
-import sys
-from aiohttp import web
-from tests.fakes.openai_upstream import FakeOpenAI
-web.run_app(FakeOpenAI().app(), host="127.0.0.1", port=int(sys.argv[1]), print=None,
-            access_log=None, handler_cancellation=True)
-"""
-
-
 def start_processes(args: argparse.Namespace, workdir: Path
                     ) -> tuple[list[subprocess.Popen[bytes]], str]:
     """The fake upstream and the gateway; returns them (the gateway last) and the edge's URL."""
@@ -216,8 +190,8 @@ def start_processes(args: argparse.Namespace, workdir: Path
     config = workdir / "config.yaml"
     config.write_text(json.dumps(gateway_config(f"http://127.0.0.1:{up_port}/v1", model)))
     exe = shutil.which("inference-gateway", path=str(Path(sys.executable).parent)) or ""
-    procs = [subprocess.Popen([sys.executable, "-c", UPSTREAM_CODE, str(up_port)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL)]
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.upstream", "--port", str(up_port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL)]
     procs.append(subprocess.Popen(
         [exe, "serve", "--config", str(config), "--http-port", str(http_port),
          "--grpc-port", str(grpc_port), "--data-dir", str(workdir / "data"),
@@ -227,7 +201,12 @@ def start_processes(args: argparse.Namespace, workdir: Path
 
 async def run(args: argparse.Namespace, procs: list[subprocess.Popen[bytes]],
               base: str) -> dict[str, Any]:
-    await wait_healthy(base + "/health", procs)
+    def alive() -> None:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args!r} exited with {p.returncode}")
+
+    await wait_healthy(base + "/health", alive)
     pid = procs[-1].pid
     all_targets = targets("bench-mock" if args.model == "mock" else "bench-fake")
     clients = {t.name: Client(base, t, args.concurrency) for t in all_targets}
