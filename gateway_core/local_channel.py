@@ -7,7 +7,8 @@ DEADLINE_EXCEEDED, cancellation that reaches the handler (and so the upstream), 
 and trailing metadata from ``context.abort``, ``AioRpcError`` on failure. What it leaves out is the
 transport: no HTTP/2 framing, no serialization, no completion-queue thread and no cross-thread
 wake-up per message, which on a small machine cost more than everything else the gateway does
-(``benchmarks/grpc_floor.py``).
+(``benchmarks/grpc_floor.py``). Nor a task hop per message: a server stream's handler runs in the
+task that reads it (``LocalUnaryStreamCall``).
 
 Messages are handed over, not copied: a request belongs to the handler once sent, and a response
 to the caller once received (neither side touches a message after passing it on). Not reproduced:
@@ -21,8 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from typing import Any, NamedTuple, NoReturn, TypeAlias
 
 import grpc
@@ -32,9 +40,6 @@ log = logging.getLogger(__name__)
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the type stubs only
 MetadataLike = aio.Metadata | Sequence[tuple[str, str | bytes]] | None
-
-# Messages a server stream may run ahead of its reader (gRPC's flow control, by count).
-STREAM_BUFFER = 32
 
 _EMPTY = aio.Metadata()
 
@@ -230,7 +235,7 @@ def _error_of(ctx: LocalContext, exc: BaseException | None) -> aio.AioRpcError:
 
 
 async def _end_calls(calls: list[_LocalCall], grace: float | None, *, stopping: bool) -> None:
-    running = [c._task for c in calls if not c._task.done()]
+    running = [c._finished() for c in calls if not c._over()]
     if running and grace:
         await asyncio.wait(running, timeout=grace)
     for call in calls:
@@ -254,10 +259,15 @@ def _stopped() -> _Ended:
     return _Ended(_rpc_error(grpc.StatusCode.UNAVAILABLE, "Cancelling all calls"))
 
 
-class _LocalCall:
-    """What every local call shares: context, the task running the handler, and the outcome."""
+def _expired() -> _Ended:
+    return _Ended(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
-    _task: asyncio.Task[Any]
+
+_CALLER = _Ended(_rpc_error(grpc.StatusCode.CANCELLED, "Locally cancelled by application!"))
+
+
+class _LocalCall:
+    """What every local call shares: context, handler lookup, and the outcome."""
 
     def __init__(self, channel: LocalChannel, method: str, timeout: float | None,
                  metadata: MetadataLike) -> None:
@@ -272,38 +282,22 @@ class _LocalCall:
         self._stopping = False  # cancelled by the server's stop, not by the caller
         self._cancel_requested = False  # cancel() was called while the call ran
 
-    def _start(self, coro: Awaitable[Any]) -> None:
-        # A context of its own, as a server's handler has: the core's context variables (caller
-        # identity, model) never leak into the edge's request, nor the edge's into the core.
-        self._task = self._loop.create_task(coro, context=contextvars.Context())  # type: ignore[arg-type]
-        self._server._calls.add(self)
-        self._task.add_done_callback(self._done)
+    # ---- what the server's stop and the channel's close need of every call ----
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._server._calls.discard(self)
-        if self._status is None:  # cancelled before the handler's first step
-            if self._stopping:
-                self._settle(_stopped())
-            else:
-                self._cancelled()
-        self._ended()
+    def _over(self) -> bool:
+        """The handler has finished (not only: the outcome is known)."""
+        raise NotImplementedError
 
-    def _ended(self) -> None:
-        """Wake whoever waits for the outcome (a stream's reader)."""
+    def _finished(self) -> asyncio.Future[Any]:
+        """Done when the handler has finished."""
+        raise NotImplementedError
 
-    async def _result(self) -> Any:
-        """The task's response; UNAVAILABLE when the server's stop cut it short."""
-        try:
-            return await self._task
-        except asyncio.CancelledError:
-            if self._stopping and self._error is not None and not self._task_cancelling():
-                raise self._error from None
-            raise
+    def _stop(self) -> None:
+        """End the call with UNAVAILABLE, as a stopping gRPC server does."""
+        raise NotImplementedError
 
-    @staticmethod
-    def _task_cancelling() -> int:
-        task = asyncio.current_task()
-        return task.cancelling() if task is not None else 0
+    def cancel(self) -> bool:
+        raise NotImplementedError
 
     async def _handler(self, kind: str) -> Any:
         """The behaviour of the method's handler of ``kind`` ("unary_unary", ...)."""
@@ -337,27 +331,10 @@ class _LocalCall:
         self._status = self._ctx._code = grpc.StatusCode.CANCELLED
         self._ctx._finish()
 
-    def _stop(self) -> None:
-        if not self._task.done():
-            self._stopping = True
-            self._task.cancel()
-
     # ---- the call's surface (grpc.aio.Call) ----
-
-    def cancel(self) -> bool:
-        if self._task.done():
-            return False
-        self._cancel_requested = True
-        return self._task.cancel()
 
     def cancelled(self) -> bool:
         return self._cancel_requested or self._status == grpc.StatusCode.CANCELLED
-
-    def done(self) -> bool:
-        return self._task.done()
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        self._task.add_done_callback(lambda _task: callback(self))
 
     def time_remaining(self) -> float | None:
         return self._ctx.time_remaining()
@@ -366,8 +343,8 @@ class _LocalCall:
         return _EMPTY
 
     async def _settled(self) -> None:
-        if not self._task.done():
-            await asyncio.wait((self._task,))
+        """Wait for the outcome."""
+        raise NotImplementedError
 
     async def trailing_metadata(self) -> aio.Metadata:
         await self._settled()
@@ -396,7 +373,36 @@ async def _with_deadline(deadline: float | None, work: Awaitable[Any]) -> Any:
 
 
 class _AnsweredCall(_LocalCall):
-    """A call whose handler answers once (unary-unary, stream-unary): awaiting it gives that."""
+    """A call whose handler answers once (unary-unary, stream-unary), in a task of its own (as
+    gRPC starts it, whether or not the caller awaits it): awaiting the call gives the answer."""
+
+    _task: asyncio.Task[Any]
+
+    def _start(self, coro: Awaitable[Any]) -> None:
+        # A context of its own, as a server's handler has: the core's context variables (caller
+        # identity, model) never leak into the edge's request, nor the edge's into the core.
+        self._task = self._loop.create_task(coro, context=contextvars.Context())  # type: ignore[arg-type]
+        self._server._calls.add(self)
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._server._calls.discard(self)
+        if self._status is None:  # cancelled before the handler's first step
+            if self._stopping:
+                self._settle(_stopped())
+            else:
+                self._cancelled()
+
+    def _over(self) -> bool:
+        return self._task.done()
+
+    def _finished(self) -> asyncio.Future[Any]:
+        return self._task
+
+    def _stop(self) -> None:
+        if not self._task.done():
+            self._stopping = True
+            self._task.cancel()
 
     async def _respond(self, kind: str, argument: Any) -> Any:
         try:
@@ -415,8 +421,38 @@ class _AnsweredCall(_LocalCall):
             raise error
         return response
 
+    async def _result(self) -> Any:
+        """The task's response; UNAVAILABLE when the server's stop cut it short."""
+        try:
+            return await self._task
+        except asyncio.CancelledError:
+            if self._stopping and self._error is not None and not _cancelling():
+                raise self._error from None
+            raise
+
     def __await__(self) -> Any:
         return self._result().__await__()
+
+    def cancel(self) -> bool:
+        if self._task.done():
+            return False
+        self._cancel_requested = True
+        return self._task.cancel()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._task.add_done_callback(lambda _task: callback(self))
+
+    async def _settled(self) -> None:
+        if not self._task.done():
+            await asyncio.wait((self._task,))
+
+
+def _cancelling() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
 
 
 class LocalUnaryUnaryCall(_AnsweredCall, aio.UnaryUnaryCall[Any, Any]):
@@ -448,47 +484,78 @@ async def _as_async_iterator(requests: Any) -> AsyncIterator[Any]:
             yield item
 
 
+class _InContext:
+    """Awaits ``coro`` with each of its steps run in ``context``: the handler's context variables
+    stay its own, as in a task of its own, while it runs in the awaiting task."""
+
+    __slots__ = ("_context", "_coro")
+
+    def __init__(self, context: contextvars.Context, coro: Any) -> None:
+        self._context = context
+        self._coro = coro
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run = self._context.run
+        send = self._coro.send
+        throw = self._coro.throw
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                signal = run(send, value) if error is None else run(throw, error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value = yield signal
+                error = None
+            except BaseException as exc:  # what the awaiting task is told (a cancellation)
+                value, error = None, exc
+
+
+async def _cut_short(messages: AsyncIterator[Any]) -> None:
+    """Run a handler's stream on to its next pause, and cancel it there: what cancelling the
+    handler's task does, for a handler that waits (between reads) in no task."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    try:
+        while True:
+            await messages.__anext__()
+    except (asyncio.CancelledError, StopAsyncIteration, aio.AbortError):
+        pass
+    except Exception:  # as grpc.aio does with what escapes a handler
+        log.exception("a local stream's handler failed while it was being cancelled")
+
+
 class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
-    """A server stream: the handler runs in its own task, up to STREAM_BUFFER messages ahead."""
+    """A server stream whose handler runs in its reader's task, a message per read.
+
+    No task of its own and no hand-over between tasks: the reader's task resumes the handler's
+    async generator (in the handler's own context variables) until it yields the next message, so
+    a message costs one task wake-up, not two. The handler runs no further ahead than the reader
+    reads (gRPC lets it buffer; here its upstream is read only as fast as the caller takes the
+    messages). What a task of its own would give is kept: the deadline and the server's stop
+    cancel the handler where it waits, in a read (the reader's task, the cancellation then
+    reported as DEADLINE_EXCEEDED or UNAVAILABLE) or between reads (a short task takes the handler
+    to its next pause and cancels it there); cancel() does the same.
+    """
 
     def __init__(self, channel: LocalChannel, method: str, request: Any, timeout: float | None,
                  metadata: MetadataLike) -> None:
         super().__init__(channel, method, timeout, metadata)
-        self._items: deque[Any] = deque()
-        self._reader: asyncio.Future[None] | None = None  # the reader waits for a message
-        self._writer: asyncio.Future[None] | None = None  # the handler waits for room
-        self._start(self._run(request))
+        self._request = request
+        self._vars = contextvars.Context()  # the handler's context variables, as in gRPC
+        self._messages: AsyncIterator[Any] | None = None  # the handler's, from the first read
+        self._reader: asyncio.Task[Any] | None = None  # the task in read(), while it reads
+        self._cut: _Ended | None = None  # why the call was cut short while being read
+        self._closing: asyncio.Task[None] | None = None  # cutting the handler between reads
+        self._callbacks: list[Callable[[Any], None]] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer = (None if self._deadline is None
+                       else self._loop.call_at(self._deadline, self._expire))
+        self._server._calls.add(self)
 
-    def _wake(self, waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _produce(self, request: Any) -> None:
-        behavior = await self._handler("unary_stream")
-        items = self._items
-        async for item in behavior(request, self._ctx):
-            items.append(item)
-            self._wake(self._reader)
-            if len(items) >= STREAM_BUFFER:
-                self._writer = self._loop.create_future()
-                await self._writer
-
-    async def _run(self, request: Any) -> None:
-        # The outcome is read by read(): the task itself ends without an error to retrieve.
-        try:
-            await _with_deadline(self._deadline, self._produce(request))
-        except asyncio.CancelledError:
-            if not self._stopping:
-                self._cancelled()
-                raise
-            self._settle(_stopped())
-        except BaseException as exc:
-            self._settle(exc)
-        else:
-            self._settle(None)
-
-    def _ended(self) -> None:
-        self._wake(self._reader)
+    # ---- reading ----
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -499,27 +566,151 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
             raise StopAsyncIteration
         return item
 
+    async def _first(self) -> Any:
+        behavior = await self._handler("unary_stream")
+        self._messages = behavior(self._request, self._ctx)
+        return await self._messages.__anext__()
+
     async def read(self) -> Any:
         if self._cancel_requested:
             raise asyncio.CancelledError
-        items = self._items
-        while not items:
-            if self._task.done():
-                if self._error is not None:
-                    raise self._error
-                if self._status == grpc.StatusCode.CANCELLED or self._task.cancelled():
-                    raise asyncio.CancelledError
-                return aio.EOF
-            self._reader = self._loop.create_future()
-            try:
-                await self._reader
-            finally:
-                self._reader = None
-        item = items.popleft()
-        if self._writer is not None and len(items) < STREAM_BUFFER // 2:
-            self._wake(self._writer)
-            self._writer = None
+        if self._status is not None:
+            return self._outcome()
+        if self._reader is not None:
+            raise aio.UsageError("another read of this call is in progress")
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._reader = task
+        step = self._first() if self._messages is None else self._messages.__anext__()
+        try:
+            item = await _InContext(self._vars, step)
+        except StopAsyncIteration:
+            self._end(None)
+            return self._outcome()
+        except asyncio.CancelledError:
+            cut = self._cut
+            if cut is not None and task.uncancel() <= cancelling:  # ours, not the reader's
+                if cut is _CALLER:  # cancel(): the read raises, as gRPC's does
+                    self._cancelled()
+                    self._end_callbacks()
+                    raise asyncio.CancelledError from None
+                self._end(cut)  # the deadline or the server's stop
+                return self._outcome()
+            self._cancel_requested = True  # the reader's own cancellation ends the call
+            self._cancelled()
+            self._end_callbacks()
+            raise
+        except BaseException as exc:
+            self._end(exc)
+            return self._outcome()
+        finally:
+            self._reader = None
+        cut = self._cut
+        if cut is not None:  # the handler swallowed our cancellation and went on
+            task.uncancel()
+            self._close()
+            if cut is _CALLER:
+                self._cancelled()
+                self._end_callbacks()
+            else:
+                self._end(cut)
+            return self._outcome()
         return item
+
+    def _outcome(self) -> Any:
+        """What a read gives once the call has ended."""
+        if self._error is not None:
+            raise self._error
+        if self._status == grpc.StatusCode.CANCELLED:
+            raise asyncio.CancelledError
+        return aio.EOF
+
+    # ---- ending ----
+
+    def _end(self, exc: BaseException | None) -> None:
+        self._settle(exc)
+        self._end_callbacks()
+
+    def _end_callbacks(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._closing is None:
+            self._server._calls.discard(self)
+            self._wake()
+        for callback in self._callbacks:
+            self._loop.call_soon(callback, self)
+        self._callbacks.clear()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _close(self) -> None:
+        """Cut the handler short where it waits between reads (it has started and not ended)."""
+        if self._messages is not None and self._closing is None:
+            self._closing = self._loop.create_task(_cut_short(self._messages),
+                                                   context=self._vars)
+            self._closing.add_done_callback(self._closed)
+
+    def _closed(self, _task: asyncio.Task[None]) -> None:
+        self._server._calls.discard(self)
+        self._wake()
+
+    def _interrupt(self, why: _Ended) -> bool:
+        """End a running call, for ``why`` (``_CALLER``: cancel())."""
+        if self._status is not None:
+            return False
+        if self._reader is not None:  # the handler runs in a read: cancel it there
+            self._cut = why
+            self._reader.cancel()
+            return True
+        self._close()  # first: the call is over only once its handler is
+        if why is _CALLER:
+            self._cancelled()
+            self._end_callbacks()
+        else:
+            self._end(why)
+        return True
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._interrupt(_expired())
+
+    def _stop(self) -> None:
+        self._stopping = True
+        self._interrupt(_stopped())
+
+    def cancel(self) -> bool:
+        if self._status is not None:
+            return False
+        self._cancel_requested = True
+        return self._interrupt(_CALLER)
+
+    def _over(self) -> bool:
+        return self._status is not None and (self._closing is None or self._closing.done())
+
+    def _finished(self) -> asyncio.Future[Any]:
+        if self._waiter is None:
+            self._waiter = self._loop.create_future()
+            if self._over():
+                self._waiter.set_result(None)
+        return self._waiter
+
+    def done(self) -> bool:
+        return self._status is not None
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self._status is not None:
+            self._loop.call_soon(callback, self)
+        else:
+            self._callbacks.append(callback)
+
+    async def _settled(self) -> None:
+        while self._status is None:
+            # Nobody reads: the outcome comes from the deadline, a cancel or the server's stop.
+            await asyncio.shield(self._finished())
 
 
 class _MultiCallable:

@@ -21,11 +21,12 @@ from gateway_common.config import parse_config
 from gateway_core.errors import REASON_KEY, UPSTREAM_SECONDS_KEY
 from gateway_core.interceptors import (
     BehaviorInterceptor,
+    StreamBehavior,
     UnaryBehavior,
     current_model,
     current_request_id,
 )
-from gateway_core.local_channel import STREAM_BUFFER, LocalUnaryStreamCall
+from gateway_core.local_channel import LocalUnaryStreamCall
 from gateway_core.server import CoreHandle, start_core
 from inference_gateway.v1 import admin_pb2 as apb
 from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
@@ -87,17 +88,29 @@ def content(msg: Message) -> Message:
 
 
 class Probe(BehaviorInterceptor):
-    """Innermost interceptor: what the core's context holds around each unary handler."""
+    """Innermost interceptor: what the core's context holds around each handler, and how many
+    messages the streams have yielded."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[str, str, str]] = []  # (model before, model after, request id after)
+        self.streamed = 0
 
     async def around_unary(self, method: str, behavior: UnaryBehavior, request: Any,
                            context: aio.ServicerContext[Any, Any]) -> Any:
         before = current_model.get()
         try:
             return await behavior(request, context)
+        finally:
+            self.seen.append((before, current_model.get(), current_request_id.get()))
+
+    async def around_stream(self, method: str, behavior: StreamBehavior, request: Any,
+                            context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        before = current_model.get()
+        try:
+            async for item in behavior(request, context):
+                self.streamed += 1
+                yield item
         finally:
             self.seen.append((before, current_model.get(), current_request_id.get()))
 
@@ -292,17 +305,22 @@ async def test_core_context_stays_in_the_core(channels: Channels, probe: Probe) 
     request_token = current_request_id.set("caller-request")
     try:
         for ch in channels.values():
-            await pb_grpc.InferenceStub(ch).Chat(
-                chat("fake-chat"), metadata=(("x-request-id", "req-1"),), timeout=5)
-            # The core set its own values, and did not see the caller's ...
-            assert probe.seen[-1] == ("", "fake-chat", "req-1")
-            # ... which the call left as they were.
-            assert (current_model.get(), current_request_id.get()) == (
-                "caller-model", "caller-request")
+            stub = pb_grpc.InferenceStub(ch)
+            # A local stream's handler runs in the reader's task: in its own context all the same.
+            for work in (stub.Chat(chat("fake-chat"), metadata=(("x-request-id", "req-1"),),
+                                   timeout=5),
+                         drain(stub.ChatStream(chat("fake-chat"),
+                                               metadata=(("x-request-id", "req-1"),), timeout=5))):
+                await work
+                # The core set its own values, and did not see the caller's ...
+                assert probe.seen[-1] == ("", "fake-chat", "req-1")
+                # ... which the call left as they were.
+                assert (current_model.get(), current_request_id.get()) == (
+                    "caller-model", "caller-request")
     finally:
         current_request_id.reset(request_token)
         current_model.reset(model_token)
-    assert len(probe.seen) == 2
+    assert len(probe.seen) == 4
 
 
 async def _stop_during_slow_call(ch: aio.Channel, stop: Callable[[float], Awaitable[None]],
@@ -352,25 +370,81 @@ async def test_stop_ends_a_running_call_as_grpc_does(core: CoreHandle, channels:
     assert (local.code, local.details) == (remote.code, remote.details)
 
 
-async def test_stream_runs_at_most_a_buffer_ahead_of_its_reader(channels: Channels) -> None:
+async def test_stream_runs_as_its_reader_reads(channels: Channels, probe: Probe) -> None:
+    """The local stream's handler runs in the reader's task, one message per read, no further."""
     call = pb_grpc.InferenceStub(channels["local"]).ChatStream(chat("mock-chat", LONG), timeout=5)
     assert isinstance(call, LocalUnaryStreamCall)
-    # The mock provider has no delay: it runs until it is held back, and no further.
-    await until(lambda: len(call._items) >= STREAM_BUFFER)
     for _ in range(20):
         await asyncio.sleep(0)
-    assert len(call._items) == STREAM_BUFFER
-    read = [await call.read() for _ in range(STREAM_BUFFER // 2 + 1)]  # below half: resumed
-    await until(lambda: len(call._items) >= STREAM_BUFFER)
+    assert probe.streamed == 0  # not started before the first read
+    read = [await call.read()]
     for _ in range(20):
         await asyncio.sleep(0)
-    assert len(call._items) == STREAM_BUFFER
+    assert probe.streamed == 1  # the mock has no delay: anything running ahead would show
+    read += [await call.read() for _ in range(5)]
+    assert probe.streamed == 6
     read += await drain(call)
     assert await call.code() == grpc.StatusCode.OK
     real = await drain(pb_grpc.InferenceStub(channels["grpc"]).ChatStream(
         chat("mock-chat", LONG), timeout=5))
     assert [content(c) for c in read] == [content(c) for c in real]
     assert len(read) == LONG_CHUNKS
+
+
+async def _stream_left_unread(ch: aio.Channel, upstream: FakeOpenAI, deadline: float
+                              ) -> aio.UnaryStreamCall[Any, Any]:
+    """An endless stream, read once, then left alone by its caller."""
+    upstream.disconnected.clear()
+    call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-endless"), timeout=deadline)
+    first = await call.read()
+    assert isinstance(first, pb.ChatChunk) and first.choices
+    return call
+
+
+async def test_deadline_between_reads_cancels_the_handler(channels: Channels,
+                                                          upstream: FakeOpenAI) -> None:
+    """Nobody reads when the deadline passes: the handler is cancelled all the same."""
+    for name, ch in channels.items():
+        call = await _stream_left_unread(ch, upstream, deadline=0.3)
+        await asyncio.wait_for(upstream.disconnected.wait(), 2.5)
+        assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED, name
+        assert call.done(), name
+        if name == "local":  # (gRPC may still hand out what it had buffered)
+            got = await outcome(call.read())
+            assert (got.code, got.details) == (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                               "Deadline Exceeded")
+    assert upstream.streams_finished == 0
+
+
+async def test_stop_between_reads_cancels_the_handler(core: CoreHandle, channels: Channels,
+                                                      upstream: FakeOpenAI) -> None:
+    assert core.local is not None
+    call = await _stream_left_unread(channels["local"], upstream, deadline=10)
+    started = time.monotonic()
+    await core.local.stop(0.2)  # returns once the handler has ended (after the grace)
+    assert 0.15 < time.monotonic() - started < 2.5
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
+    assert await call.code() == grpc.StatusCode.UNAVAILABLE
+    got = await outcome(call.read())
+    assert (got.code, got.details) == (grpc.StatusCode.UNAVAILABLE, "Cancelling all calls")
+
+
+async def test_cancel_during_a_read_in_another_task(channels: Channels,
+                                                    upstream: FakeOpenAI) -> None:
+    """The read raises CancelledError; the reading task itself is not left cancelled."""
+    upstream.slow_seconds = 5.0
+    for name, ch in channels.items():
+        upstream.disconnected.clear()
+        call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-slowstream"), timeout=10)
+        reader = asyncio.ensure_future(outcome(drain(call)))
+        await until(lambda: any(r.body.get("model") == "slow-stream" for r in upstream.requests))
+        await asyncio.sleep(0.05)  # the reader waits in its read
+        assert call.cancel(), name
+        assert await asyncio.wait_for(reader, 2) == Outcome("CancelledError"), name
+        await asyncio.wait_for(upstream.disconnected.wait(), 2)
+        assert await call.code() == grpc.StatusCode.CANCELLED, name
+        assert call.cancelled() and not call.cancel(), name
+        upstream.requests.clear()
 
 
 async def test_cancelled_before_it_ran(channels: Channels) -> None:
@@ -387,14 +461,11 @@ async def test_cancelled_before_it_ran(channels: Channels) -> None:
 
 
 async def test_read_after_cancel_raises(channels: Channels) -> None:
-    """Messages already buffered are not handed out once the caller has cancelled."""
+    """No message is handed out once the caller has cancelled, buffered or not."""
     for name, ch in channels.items():
         call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-endless"), timeout=10)
         await call.read()
-        if isinstance(call, LocalUnaryStreamCall):  # the handler runs ahead into the buffer
-            await until(call._items.__len__)
-        else:  # gRPC's buffer cannot be seen: give it the time of several messages
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # gRPC's buffer fills (the local handler waits for the reader)
         call.cancel()
         assert (await outcome(call.read())).code == "CancelledError", name
 
