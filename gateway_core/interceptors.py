@@ -8,6 +8,7 @@ once per method and cached: no per-request allocation beyond the call itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -21,6 +22,7 @@ from prometheus_client import Counter, Histogram, disable_created_metrics
 
 from gateway_common.metrics import child
 from gateway_core.errors import REASON_KEY, GatewayError, UpstreamError
+from gateway_core.local_channel import DIRECT_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +87,21 @@ class BehaviorInterceptor(aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 unary, h.request_deserializer, h.response_serializer)
         if h.unary_stream is not None and inspect.isasyncgenfunction(h.unary_stream):
-            inner_s: StreamBehavior = h.unary_stream  # type: ignore[assignment]
+            # The next interceptor's stream as it is, not through its grpc.aio wrapper.
+            inner_s: StreamBehavior = getattr(h.unary_stream, DIRECT_STREAM,
+                                              h.unary_stream)  # type: ignore[arg-type]
+            direct = functools.partial(self.around_stream, name, inner_s)
 
-            # grpc.aio asks for an async generator function here, not a function returning one.
+            # grpc.aio asks for an async generator function here, not a function returning one:
+            # this layer is for grpc.aio only. Interceptors and the local channel take ``direct``
+            # (one async generator layer less per interceptor and per message).
             async def stream(
                 request: Any, context: aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                async for item in self.around_stream(name, inner_s, request, context):
+                async for item in direct(request, context):
                     yield item
 
+            setattr(stream, DIRECT_STREAM, direct)
             return grpc.unary_stream_rpc_method_handler(
                 stream, h.request_deserializer, h.response_serializer)
         if h.stream_unary is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -42,6 +43,10 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the type st
 MetadataLike = aio.Metadata | Sequence[tuple[str, str | bytes]] | None
 
 _EMPTY = aio.Metadata()
+
+# A server-stream behaviour's attribute naming the function that returns its messages directly
+# (``interceptors.BehaviorInterceptor``): what it iterates and yields again for grpc.aio.
+DIRECT_STREAM = "direct_stream"
 
 
 class _CallDetails(NamedTuple):
@@ -66,7 +71,9 @@ class LocalServer:
             entry = _chain(interceptor, entry)
         self._entry = entry
         self._stopped = False
-        self._calls: set[_LocalCall] = set()
+        # Held weakly: a stream its caller dropped unread goes, as grpc.aio's call does (a unary
+        # call's task holds it while it runs; a stream's deadline timer, until the deadline).
+        self._calls: weakref.WeakSet[_LocalCall] = weakref.WeakSet()
 
     async def stop(self, grace: float | None) -> None:
         """As the gRPC server's stop: refuse new calls, give running ones ``grace`` seconds (None
@@ -537,7 +544,14 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
     messages). What a task of its own would give is kept: the deadline and the server's stop
     cancel the handler where it waits, in a read (the reader's task, the cancellation then
     reported as DEADLINE_EXCEEDED or UNAVAILABLE) or between reads (a short task takes the handler
-    to its next pause and cancels it there); cancel() does the same.
+    to its next pause and cancels it there); cancel() does the same. What ends a read is decided
+    by who cancelled the reader's task, whatever the handler made of the cancellation (swallowed
+    it, or raised an error of its own); the first reason to end the call stands.
+
+    For handlers, one rule follows: nothing tied to the current task (``asyncio.timeout``) may
+    span a ``yield``, since between two reads the task is the caller's. A handler that times its
+    upstream stops the clock at its yields (``providers.http.stream_sse_batches``): the caller's
+    time to pass a message on is not the upstream's.
     """
 
     def __init__(self, channel: LocalChannel, method: str, request: Any, timeout: float | None,
@@ -568,7 +582,7 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
 
     async def _first(self) -> Any:
         behavior = await self._handler("unary_stream")
-        self._messages = behavior(self._request, self._ctx)
+        self._messages = getattr(behavior, DIRECT_STREAM, behavior)(self._request, self._ctx)
         return await self._messages.__anext__()
 
     async def read(self) -> Any:
@@ -583,38 +597,43 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         cancelling = task.cancelling()
         self._reader = task
         step = self._first() if self._messages is None else self._messages.__anext__()
+        item: Any = None
+        ended = False  # the handler's stream has ended (returned or raised)
+        error: BaseException | None = None
         try:
             item = await _InContext(self._vars, step)
         except StopAsyncIteration:
-            self._end(None)
-            return self._outcome()
-        except asyncio.CancelledError:
-            cut = self._cut
-            if cut is not None and task.uncancel() <= cancelling:  # ours, not the reader's
-                if cut is _CALLER:  # cancel(): the read raises, as gRPC's does
-                    self._cancelled()
-                    self._end_callbacks()
-                    raise asyncio.CancelledError from None
-                self._end(cut)  # the deadline or the server's stop
-                return self._outcome()
-            self._cancel_requested = True  # the reader's own cancellation ends the call
-            self._cancelled()
-            self._end_callbacks()
-            raise
-        except BaseException as exc:
-            self._end(exc)
-            return self._outcome()
+            ended = True
+        except BaseException as exc:  # what the handler raised, or a cancellation
+            ended, error = True, exc
         finally:
             self._reader = None
+        # Decided by who cancelled the reader's task, not by what the handler made of it (it may
+        # have swallowed a cancellation, or turned it into an error of its own).
         cut = self._cut
-        if cut is not None:  # the handler swallowed our cancellation and went on
-            task.uncancel()
-            self._close()
-            if cut is _CALLER:
+        if cut is not None and task.cancelling() > cancelling:
+            task.uncancel()  # ours: the deadline, the server's stop or cancel()
+        external = task.cancelling() > cancelling  # the reader's own task was cancelled
+        if external or (cut is None and isinstance(error, asyncio.CancelledError)):
+            if not ended:
+                self._close()
+            self._cancel_requested = True
+            self._cancelled()
+            self._end_callbacks()
+            if isinstance(error, asyncio.CancelledError):
+                raise error
+            raise asyncio.CancelledError
+        if cut is not None:
+            if not ended:
+                self._close()  # it went on after the cancellation: cut it at its next pause
+            if cut is _CALLER:  # cancel(): the read raises, as gRPC's does
                 self._cancelled()
                 self._end_callbacks()
-            else:
-                self._end(cut)
+                raise asyncio.CancelledError
+            self._end(cut)
+            return self._outcome()
+        if ended:
+            self._end(error)
             return self._outcome()
         return item
 
@@ -663,6 +682,8 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         if self._status is not None:
             return False
         if self._reader is not None:  # the handler runs in a read: cancel it there
+            if self._cut is not None:  # already cut: the first reason stands
+                return False
             self._cut = why
             self._reader.cancel()
             return True
@@ -683,7 +704,7 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         self._interrupt(_stopped())
 
     def cancel(self) -> bool:
-        if self._status is not None:
+        if self.done():
             return False
         self._cancel_requested = True
         return self._interrupt(_CALLER)
@@ -699,7 +720,8 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         return self._waiter
 
     def done(self) -> bool:
-        return self._status is not None
+        # As gRPC's: done once cancelled, expired or stopped, before the reader has woken.
+        return self._status is not None or self._cut is not None
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         if self._status is not None:
@@ -785,7 +807,7 @@ class LocalChannel(aio.Channel):
     async def close(self, grace: float | None = None) -> None:
         """As grpc's: no new calls; running ones get ``grace`` seconds, then are cancelled."""
         self._closed = True
-        await _end_calls([c for c in self._server._calls if c._channel is self], grace,
+        await _end_calls([c for c in list(self._server._calls) if c._channel is self], grace,
                          stopping=False)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:

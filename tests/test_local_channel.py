@@ -5,6 +5,7 @@ over ``core.local_channel()``, end with the same status, details, ``igw-reason``
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -493,3 +494,109 @@ async def test_stop_without_grace_ends_calls_unavailable(
     got = await asyncio.wait_for(outcome(call), 3)
     assert time.monotonic() - started < 1.5  # not the slow upstream's 2 s
     assert (got.code, got.details) == (grpc.StatusCode.UNAVAILABLE, "Cancelling all calls")
+
+
+async def test_second_cancel_during_a_read(channels: Channels, upstream: FakeOpenAI) -> None:
+    """cancel() twice while another task reads: the second returns False, the call is done at
+    once, and the reader's task is not left cancelled (as on a gRPC channel)."""
+    upstream.slow_seconds = 5.0
+    seen = {}
+    for name, ch in channels.items():
+        upstream.requests.clear()
+        call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-slowstream"), timeout=10)
+
+        async def read_all(call: aio.UnaryStreamCall[Any, Any] = call) -> tuple[str, int]:
+            try:
+                await drain(call)
+                got = "OK"
+            except asyncio.CancelledError:
+                got = "CancelledError"
+            task = asyncio.current_task()
+            assert task is not None
+            return got, task.cancelling()
+
+        reader = asyncio.ensure_future(read_all())
+        await until(lambda: any(r.body.get("model") == "slow-stream" for r in upstream.requests))
+        await asyncio.sleep(0.05)  # the reader waits in its read
+        first, second = call.cancel(), call.cancel()
+        seen[name] = (first, second, call.done(), await asyncio.wait_for(reader, 2))
+    assert seen["local"] == seen["grpc"] == (True, False, True, ("CancelledError", 0))
+
+
+async def test_upstream_seconds_exclude_the_readers_time(channels: Channels,
+                                                         upstream: FakeOpenAI) -> None:
+    """``igw-upstream-seconds`` times the upstream, not how slowly the caller takes the messages
+    (the edge's overhead figure is its time minus that)."""
+    upstream.token_delay = 0.002  # about one event per network read: a message each
+    measured = {}
+    for name, ch in channels.items():
+        call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-chat"), timeout=10)
+        messages = 0
+        async for _ in call:
+            messages += 1
+            await asyncio.sleep(0.05)  # as an edge writing to a slow client
+        seconds = float(dict(await call.trailing_metadata() or ())[UPSTREAM_SECONDS_KEY])
+        measured[name] = (messages, seconds)
+    # The reader spent messages x 0.05 s (the local handler waits for it: what arrived
+    # meanwhile comes as one message); the upstream answers in a fraction of that.
+    assert measured["local"][0] >= 2, measured
+    assert measured["local"][1] < 0.05 * measured["local"][0] / 2, measured
+    assert measured["local"][1] < measured["grpc"][1] + 0.1, measured
+
+
+class Swallow(BehaviorInterceptor):
+    """A handler that ends its stream quietly when cancelled (instead of letting it through)."""
+
+    async def around_stream(self, method: str, behavior: StreamBehavior, request: Any,
+                            context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except asyncio.CancelledError:
+            return
+
+
+@pytest.fixture
+async def swallowing(upstream: FakeOpenAI) -> AsyncIterator[Channels]:
+    handle = await start_core(parse_config(base_config(upstream.base_url)), host="127.0.0.1",
+                              port=0, extra_interceptors=[Swallow()])
+    real = aio.insecure_channel(f"127.0.0.1:{handle.port}")
+    yield {"grpc": real, "local": handle.local_channel()}
+    await real.close()
+    await handle.stop(0)
+
+
+async def test_cut_short_whatever_the_handler_makes_of_it(swallowing: Channels,
+                                                          upstream: FakeOpenAI) -> None:
+    """A handler that swallows its cancellation: the deadline still ends the call with
+    DEADLINE_EXCEEDED (not a stream that looks complete), and a caller's own timeout around a
+    read still fires; neither leaves the reading task cancelled."""
+    upstream.slow_seconds = 5.0
+    for name, ch in swallowing.items():
+        stub = pb_grpc.InferenceStub(ch)
+        got = await outcome(drain(stub.ChatStream(chat("fake-slowstream"), timeout=0.3)))
+        assert got.code == grpc.StatusCode.DEADLINE_EXCEEDED, name
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0, name
+        call = stub.ChatStream(chat("fake-slowstream"), timeout=10)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await drain(call)
+        assert task.cancelling() == 0, name
+        assert await asyncio.wait_for(call.code(), 2) == grpc.StatusCode.CANCELLED, name
+
+
+async def test_a_stream_dropped_unread_is_closed(core: CoreHandle, channels: Channels,
+                                                 upstream: FakeOpenAI) -> None:
+    """A caller that drops a local stream mid-way without cancelling it (and with no deadline):
+    the call goes with it and its upstream request is closed, instead of both waiting for the
+    server's stop. (A gRPC channel keeps such a call running; nothing here depends on that.)"""
+    assert core.local is not None
+    call: Any = pb_grpc.InferenceStub(channels["local"]).ChatStream(chat("fake-endless"))
+    assert (await call.read()).choices
+    assert len(core.local._calls) == 1
+    del call
+    gc.collect()
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
+    assert not core.local._calls
+    assert upstream.streams_finished == 0

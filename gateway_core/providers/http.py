@@ -233,6 +233,7 @@ async def stream_sse_batches(
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
+    waited = 0.0  # at the yields: the caller's time, not the upstream's
     resp: aiohttp.ClientResponse | None = None
     done = False
     try:
@@ -265,19 +266,25 @@ async def stream_sse_batches(
                     yield batch  # what came before the failure still reaches the caller
                 raise
             if batch:
+                # A local caller runs this generator in its own task: it resumes once it has
+                # passed the batch on (written it to its client).
+                paused = loop.time()
                 yield batch
+                waited += loop.time() - paused
             if done:
                 break
         else:  # the body ended without [DONE]; its last line may lack the newline
             payload = _data(pending)
             if payload is not None and payload != b"[DONE]":
+                paused = loop.time()
                 yield [_event(payload)]
+                waited += loop.time() - paused
     except TimeoutError as exc:
         raise UpstreamTimeout("the upstream did not finish before the request deadline") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
         raise _connect_error(url, exc) from exc
     finally:
-        call.upstream_seconds += loop.time() - started
+        call.upstream_seconds += loop.time() - started - waited
         if resp is not None:
             # An unfinished body drops the connection so that the upstream stops generating for
             # a caller that has gone; after [DONE] only the end of the body is still to come.
