@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -153,8 +153,10 @@ async def wait_healthy(url: str, procs: Processes | Callable[[], None],
 async def start_gateway(
     procs: Processes, upstream: str, *, split: bool = False, name: str = "gateway",
     source: Path = ROOT, env: dict[str, str] | None = None, transport: str = "local",
+    wrap: Sequence[str] = (), ready_seconds: float = 60.0,
 ) -> tuple[str, tuple[int, ...]]:
-    """Start the gateway from the source tree ``source``; (OpenAI base URL, its pids)."""
+    """Start the gateway from the source tree ``source``; (OpenAI base URL, its pids). ``wrap``
+    comes before the command (a profiler: ``bench_instructions``)."""
     config = procs.workdir / f"{name}.yaml"
     data = gateway_config(upstream, procs.workdir / name, transport)
     if source != ROOT:
@@ -162,7 +164,8 @@ async def start_gateway(
     config.write_text(json.dumps(data))  # JSON is YAML
     script = shutil.which("inference-gateway", path=str(Path(sys.executable).parent))
     # Without the console script (or for another tree), its module from the working directory.
-    exe = [script] if script and source == ROOT else [sys.executable, "-m", "gateway_common.cli"]
+    exe = [*wrap, *([script] if script and source == ROOT
+                    else [sys.executable, "-m", "gateway_common.cli"])]
     http, grpc_port = free_port(), free_port()
     common = ["--config", str(config), "--host", "127.0.0.1"]
     if split:
@@ -175,7 +178,7 @@ async def start_gateway(
         await procs.spawn(name, *exe, "serve", *common, "--http-port", str(http),
                           "--grpc-port", str(grpc_port), cwd=source, env=env)
         names = (name,)
-    await wait_healthy(f"http://127.0.0.1:{http}/health", procs)
+    await wait_healthy(f"http://127.0.0.1:{http}/health", procs, ready_seconds)
     return f"http://127.0.0.1:{http}/v1", tuple(procs.pid(n) for n in names)
 
 

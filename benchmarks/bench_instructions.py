@@ -1,0 +1,159 @@
+"""Instructions per request: the gateway against the thin proxy, counted by callgrind.
+
+Latency and req/s on a shared 2-vCPU machine move by 20-50% between runs (steal time, a
+neighbour's load); an instruction count does not: callgrind counts the same total for the same
+code and inputs whatever else the machine does (two runs agree within 0.2%). So this is the figure
+to compare two trees by, or the gateway with the best plain Python, when a change is a few percent.
+
+One run starts the fake upstream (not counted), then the thin proxy and the gateway (``serve``,
+one process), and ``--baseline`` trees, each under ``valgrind --tool=callgrind`` with counting
+off. For each, and for non-streaming then streaming chat requests: warm-up requests, then
+counting on for ``--requests`` sequential requests, a dump, counting off. Instructions per request
+are the dump's total over the requests (the server's whole process: aiohttp, our code, the
+interpreter; the client and the upstream are other processes).
+
+    .venv/bin/python -m benchmarks.bench_instructions                      # about 3 minutes
+    .venv/bin/python -m benchmarks.bench_instructions --baseline /tmp/old  # + an older tree
+
+What it does not show: time spent waiting (wake-ups, cache misses after an idle pause, the
+scheduler), which is what the paced first-token figure of ``bench.py`` sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.bench import Processes, log, start_gateway, wait_healthy
+from benchmarks.loadgen import Target, first_token, session, unary_once
+
+KINDS = ("unary", "stream")
+
+
+def callgrind(workdir: Path, name: str) -> list[str]:
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={workdir}/{name}.callgrind.%p"]
+
+
+def control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def counting_on(workdir: Path, name: str, pid: int) -> set[Path]:
+    """Zero the counts and switch counting on; the dumps written so far."""
+    before = set(workdir.glob(f"{name}.callgrind.*"))
+    control("--zero", str(pid))
+    control("--instr=on", str(pid))
+    return before
+
+
+def counting_off(workdir: Path, name: str, pid: int, before: set[Path]) -> int:
+    """Dump, switch counting off; the instructions counted since ``counting_on``."""
+    control("--dump", str(pid))
+    control("--instr=off", str(pid))
+    total = 0
+    for path in set(workdir.glob(f"{name}.callgrind.*")) - before:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(("totals:", "summary:")):
+                total += int(line.split()[1])
+                break
+    return total
+
+
+async def count(target: Target, pid: int, workdir: Path, requests: int, warmup: int
+                ) -> dict[str, float]:
+    """Instructions per request of ``target``'s process, for each kind of request."""
+    out: dict[str, float] = {}
+    async with session(1) as s:
+        for kind in KINDS:
+            body = target.body(stream=kind == "stream")
+            one = unary_once if kind == "unary" else first_token
+            for _ in range(warmup):
+                await one(s, target.chat_url, body)
+            before = counting_on(workdir, target.name, pid)
+            for _ in range(requests):
+                await one(s, target.chat_url, body)
+            out[kind] = counting_off(workdir, target.name, pid, before) / requests
+            log(f"{target.name} {kind}: {out[kind]:,.0f} instructions per request")
+    return out
+
+
+async def thin_ready(url: str) -> None:
+    """The thin proxy forwards everything: ready once the upstream's /v1/models comes back."""
+    await wait_healthy(url, lambda: None, limit=300)
+
+
+async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="igw-instr-") as tmp:
+        workdir = Path(tmp)
+        procs = Processes(workdir)
+        try:
+            py = sys.executable
+            fake = await procs.spawn("upstream", py, "-m", "benchmarks.upstream", port_line=True)
+            upstream = f"http://127.0.0.1:{fake}"
+            thin = await procs.spawn("thin-proxy", *callgrind(workdir, "thin-proxy"), py, "-m",
+                                     "benchmarks.thin_proxy", "--upstream", upstream,
+                                     port_line=True)
+            await thin_ready(f"http://127.0.0.1:{thin}/v1/models")
+            targets = [(Target("thin-proxy", f"http://127.0.0.1:{thin}/v1", "llama",
+                               "slow-stream"), procs.pid("thin-proxy"))]
+            trees = [("gateway", None), *((f"baseline{i if i > 1 else ''}", tree)
+                                          for i, tree in enumerate(args.baseline, 1))]
+            for name, tree in trees:
+                extra = {} if tree is None else {"source": tree.resolve()}
+                url, pids = await start_gateway(procs, f"{upstream}/v1", name=name,
+                                                wrap=callgrind(workdir, name),
+                                                ready_seconds=600, **extra)
+                targets.append((Target(name, url, "bench", "bench-paced"), pids[0]))
+            for target, pid in targets:
+                results[target.name] = await count(target, pid, workdir, args.requests,
+                                                   args.warmup)
+                procs.check_alive()
+        except aiohttp.ClientError as exc:
+            raise SystemExit(f"a request failed: {exc}") from exc
+        finally:
+            await procs.stop_all()
+    return results
+
+
+def report(results: dict[str, dict[str, float]]) -> None:
+    names = list(results)
+    head = f"{'instructions per request':<28}" + "".join(f"{n:>14}" for n in names)
+    ratios = [n for n in names if n != "thin-proxy"]
+    head += "".join(f"{n[:4] + '/thin':>12}" for n in ratios)
+    if "baseline" in results:
+        head += f"{'gw/base':>10}"
+    print(head)
+    print("-" * len(head))
+    for kind in KINDS:
+        row = f"{kind:<28}" + "".join(f"{results[n][kind]:>14,.0f}" for n in names)
+        row += "".join(f"{results[n][kind] / results['thin-proxy'][kind]:>11.2f}x"
+                       for n in ratios)
+        if "baseline" in results:
+            row += f"{results['gateway'][kind] / results['baseline'][kind]:>9.3f}x"
+        print(row)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=100, help="counted requests of each kind")
+    p.add_argument("--warmup", type=int, default=20, help="uncounted requests before them")
+    p.add_argument("--baseline", metavar="DIR", type=Path, action="append", default=[],
+                   help="also count the gateway from this source tree (repeatable)")
+    args = p.parse_args(argv)
+    report(asyncio.run(run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
