@@ -534,13 +534,13 @@ async def test_upstream_seconds_exclude_the_readers_time(channels: Channels,
         messages = 0
         async for _ in call:
             messages += 1
-            await asyncio.sleep(0.05)  # as an edge writing to a slow client
+            await asyncio.sleep(0.1)  # as an edge writing to a slow client
         seconds = float(dict(await call.trailing_metadata() or ())[UPSTREAM_SECONDS_KEY])
         measured[name] = (messages, seconds)
-    # The reader spent messages x 0.05 s (the local handler waits for it: what arrived
+    # The reader spent messages x 0.1 s (the local handler waits for it: what arrived
     # meanwhile comes as one message); the upstream answers in a fraction of that.
     assert measured["local"][0] >= 2, measured
-    assert measured["local"][1] < 0.05 * measured["local"][0] / 2, measured
+    assert measured["local"][1] < 0.1 * measured["local"][0] / 2, measured
     assert measured["local"][1] < measured["grpc"][1] + 0.1, measured
 
 
