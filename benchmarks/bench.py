@@ -420,7 +420,35 @@ def targets_report(res: Results) -> tuple[str, dict[str, Any]]:
     for label, value, goal, ok, note in rows:
         verdict = "-" if ok is None else ("PASS" if ok else "FAIL")
         lines.append(f"{label:32}{value:>12}{goal:>12}{verdict:>7}  {note}")
+    lines += at_reference(verdicts)
     return "\n".join(lines), verdicts
+
+
+# What the issue's thin proxy adds at c=1 on its reference machine (its ms goals are set there).
+REFERENCE_THIN_MS = 0.25
+
+
+def at_reference(verdicts: dict[str, Any]) -> list[str]:
+    """The c=1 figures scaled to the issue's reference machine by the thin proxy's unary figure
+    of this run (how much slower this host is), added to ``verdicts``; the lines to print."""
+    unary = verdicts.get("added_latency_p50")
+    if not unary or unary["thin_ms"] <= 0:
+        return []
+    factor = unary["thin_ms"] / REFERENCE_THIN_MS
+    scaled = {key: verdicts[key]["value_ms"] / factor
+              for key in ("added_latency_p50", "added_ttft_p50", "added_ttft_paced_p50")
+              if key in verdicts}
+    verdicts["at_reference"] = {"host_factor": factor, "scaled_ms": scaled,
+                                "pass": all(v <= 1.0 for v in scaled.values())}
+    names = {"added_latency_p50": "unary", "added_ttft_p50": "TTFT",
+             "added_ttft_paced_p50": "paced TTFT"}
+    figures = ", ".join(f"{names[k]} +{v:.2f} ms" for k, v in scaled.items())
+    return [
+        f"This host is {factor:.1f}x the issue's reference machine by the thin proxy's c=1 unary"
+        f" figure (+{unary['thin_ms']:.3f} ms here, ~{REFERENCE_THIN_MS} ms there).",
+        f"The c=1 figures scaled by that: {figures} (goal <= 1.0 ms):"
+        f" {'PASS' if verdicts['at_reference']['pass'] else 'FAIL'}",
+    ]
 
 
 # ---- main ----------------------------------------------------------------------------------
