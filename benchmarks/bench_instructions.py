@@ -1,9 +1,11 @@
 """Instructions per request: the gateway against the thin proxy, counted by callgrind.
 
 Latency and req/s on a shared 2-vCPU machine move by 20-50% between runs (steal time, a
-neighbour's load); an instruction count does not: callgrind counts the same total for the same
-code and inputs whatever else the machine does (two runs agree within 0.2%). So this is the figure
-to compare two trees by, or the gateway with the best plain Python, when a change is a few percent.
+neighbour's load); an instruction count hardly does: callgrind counts the same total for the same
+code and inputs whatever else the machine does. What still varies is the input: how the fake
+upstream's events fall into network reads, so how many messages a stream makes. Runs of one tree
+agree within ~0.6% (non-streaming) and ~1.5% (streaming). So this is the figure to compare two
+trees by, or the gateway with the best plain Python, when a change is a few percent.
 
 One run starts the fake upstream (not counted), then the thin proxy and the gateway (``serve``,
 one process), and ``--baseline`` trees, each under ``valgrind --tool=callgrind`` with counting
