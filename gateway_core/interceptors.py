@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram, disable_created_metrics
 
 from gateway_common.metrics import child
 from gateway_core.errors import REASON_KEY, GatewayError, UpstreamError
-from gateway_core.local_channel import DIRECT_STREAM
+from gateway_core.local_channel import DIRECT_STREAM, direct_stream
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class BehaviorInterceptor(aio.ServerInterceptor):
                 unary, h.request_deserializer, h.response_serializer)
         if h.unary_stream is not None and inspect.isasyncgenfunction(h.unary_stream):
             # The next interceptor's stream as it is, not through its grpc.aio wrapper.
-            inner_s: StreamBehavior = getattr(h.unary_stream, DIRECT_STREAM,
-                                              h.unary_stream)  # type: ignore[arg-type]
+            inner_s: StreamBehavior = direct_stream(h.unary_stream)
             direct = functools.partial(self.around_stream, name, inner_s)
 
             # grpc.aio asks for an async generator function here, not a function returning one:
@@ -101,7 +100,7 @@ class BehaviorInterceptor(aio.ServerInterceptor):
                 async for item in direct(request, context):
                     yield item
 
-            setattr(stream, DIRECT_STREAM, direct)
+            setattr(stream, DIRECT_STREAM, (stream, direct))
             return grpc.unary_stream_rpc_method_handler(
                 stream, h.request_deserializer, h.response_serializer)
         if h.stream_unary is not None:

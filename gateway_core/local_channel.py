@@ -44,9 +44,19 @@ MetadataLike = aio.Metadata | Sequence[tuple[str, str | bytes]] | None
 
 _EMPTY = aio.Metadata()
 
-# A server-stream behaviour's attribute naming the function that returns its messages directly
-# (``interceptors.BehaviorInterceptor``): what it iterates and yields again for grpc.aio.
+# A server-stream behaviour's attribute: (the behaviour itself, the function that returns its
+# messages directly), set by ``interceptors.BehaviorInterceptor`` on the async generator function
+# grpc.aio needs (which only iterates that function and yields again). The behaviour is named so
+# that a wrapper copying the attribute (``functools.wraps``) is not taken for what it wraps.
 DIRECT_STREAM = "direct_stream"
+
+
+def direct_stream(behavior: Any) -> Any:
+    """The function giving ``behavior``'s messages without its grpc.aio layer, if it has one."""
+    declared = getattr(behavior, DIRECT_STREAM, None)
+    if declared is not None and declared[0] is behavior:
+        return declared[1]
+    return behavior
 
 
 class _CallDetails(NamedTuple):
@@ -519,15 +529,25 @@ class _InContext:
                 value, error = None, exc
 
 
+# How many times a handler that swallows its cancellation and yields again is cancelled again,
+# before it is closed where it yields.
+_CUT_ATTEMPTS = 4
+# Streams dropped by their callers, being cut short (a task must be held while it runs).
+_DROPPED: set[asyncio.Task[None]] = set()
+
+
 async def _cut_short(messages: AsyncIterator[Any]) -> None:
     """Run a handler's stream on to its next pause, and cancel it there: what cancelling the
     handler's task does, for a handler that waits (between reads) in no task."""
     task = asyncio.current_task()
     assert task is not None
-    task.cancel()
     try:
-        while True:
-            await messages.__anext__()
+        for _ in range(_CUT_ATTEMPTS):
+            task.cancel()  # raised where the handler next waits, through all its layers
+            await messages.__anext__()  # a message: it swallowed the cancellation
+        aclose = getattr(messages, "aclose", None)  # an async generator's (every handler's)
+        if aclose is not None:
+            await aclose()  # GeneratorExit where it yields
     except (asyncio.CancelledError, StopAsyncIteration, aio.AbortError):
         pass
     except Exception:  # as grpc.aio does with what escapes a handler
@@ -564,7 +584,8 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         self._cut: _Ended | None = None  # why the call was cut short while being read
         self._closing: asyncio.Task[None] | None = None  # cutting the handler between reads
         self._callbacks: list[Callable[[Any], None]] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the handler has ended (stop, close)
+        self._known: asyncio.Future[None] | None = None  # the outcome is known (code())
         self._timer = (None if self._deadline is None
                        else self._loop.call_at(self._deadline, self._expire))
         self._server._calls.add(self)
@@ -582,7 +603,7 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
 
     async def _first(self) -> Any:
         behavior = await self._handler("unary_stream")
-        self._messages = getattr(behavior, DIRECT_STREAM, behavior)(self._request, self._ctx)
+        self._messages = direct_stream(behavior)(self._request, self._ctx)
         return await self._messages.__anext__()
 
     async def read(self) -> Any:
@@ -604,6 +625,10 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
             item = await _InContext(self._vars, step)
         except StopAsyncIteration:
             ended = True
+        except (KeyboardInterrupt, SystemExit):  # not the call's to report, as in grpc.aio
+            self._cancelled()
+            self._end_callbacks()
+            raise
         except BaseException as exc:  # what the handler raised, or a cancellation
             ended, error = True, exc
         finally:
@@ -658,6 +683,8 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         if self._closing is None:
             self._server._calls.discard(self)
             self._wake()
+        if self._known is not None and not self._known.done():
+            self._known.set_result(None)
         for callback in self._callbacks:
             self._loop.call_soon(callback, self)
         self._callbacks.clear()
@@ -730,9 +757,25 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
             self._callbacks.append(callback)
 
     async def _settled(self) -> None:
-        while self._status is None:
-            # Nobody reads: the outcome comes from the deadline, a cancel or the server's stop.
-            await asyncio.shield(self._finished())
+        if self._status is None:
+            # Known when a read ends the call, or the deadline, a cancel or the server's stop.
+            if self._known is None:
+                self._known = self._loop.create_future()
+            await asyncio.shield(self._known)
+
+    def __del__(self) -> None:
+        # Dropped by its caller between reads, neither cancelled nor timed (a deadline's timer
+        # holds the call): cut the handler short in its own context, as cancel() would, rather
+        # than leave its generator to the interpreter's finalizer in whatever context is current.
+        if self._status is not None or self._messages is None or self._closing is not None:
+            return
+        self._cancelled()
+        try:
+            task = self._loop.create_task(_cut_short(self._messages), context=self._vars)
+        except RuntimeError:  # the loop is closed
+            return
+        _DROPPED.add(task)
+        task.add_done_callback(_DROPPED.discard)
 
 
 class _MultiCallable:

@@ -5,6 +5,7 @@ over ``core.local_channel()``, end with the same status, details, ``igw-reason``
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -406,7 +407,7 @@ async def test_deadline_between_reads_cancels_the_handler(channels: Channels,
                                                           upstream: FakeOpenAI) -> None:
     """Nobody reads when the deadline passes: the handler is cancelled all the same."""
     for name, ch in channels.items():
-        call = await _stream_left_unread(ch, upstream, deadline=0.3)
+        call = await _stream_left_unread(ch, upstream, deadline=1.0)
         await asyncio.wait_for(upstream.disconnected.wait(), 2.5)
         assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED, name
         assert call.done(), name
@@ -587,16 +588,127 @@ async def test_cut_short_whatever_the_handler_makes_of_it(swallowing: Channels,
 
 
 async def test_a_stream_dropped_unread_is_closed(core: CoreHandle, channels: Channels,
-                                                 upstream: FakeOpenAI) -> None:
+                                                 upstream: FakeOpenAI, probe: Probe) -> None:
     """A caller that drops a local stream mid-way without cancelling it (and with no deadline):
-    the call goes with it and its upstream request is closed, instead of both waiting for the
+    the call goes with it and its handler is cut short in its own context (what it records at
+    its end is the call's), its upstream request closed, instead of all of it waiting for the
     server's stop. (A gRPC channel keeps such a call running; nothing here depends on that.)"""
     assert core.local is not None
-    call: Any = pb_grpc.InferenceStub(channels["local"]).ChatStream(chat("fake-endless"))
+    call: Any = pb_grpc.InferenceStub(channels["local"]).ChatStream(
+        chat("fake-endless"), metadata=(("x-request-id", "req-dropped"),))
     assert (await call.read()).choices
     assert len(core.local._calls) == 1
     del call
     gc.collect()
     await asyncio.wait_for(upstream.disconnected.wait(), 2)
+    await until(lambda: probe.seen)
+    assert probe.seen[-1] == ("", "fake-endless", "req-dropped")
     assert not core.local._calls
     assert upstream.streams_finished == 0
+
+
+@pytest.mark.parametrize("first", ["cancel", "deadline"])
+async def test_the_first_reason_to_end_a_read_stands(core: CoreHandle, channels: Channels,
+                                                     upstream: FakeOpenAI, first: str) -> None:
+    """cancel() or the deadline, then the server's stop in the same step, while another task
+    reads: the read ends for the first reason, and the reading task is not left cancelled."""
+    assert core.local is not None
+    upstream.slow_seconds = 5.0
+    call = pb_grpc.InferenceStub(channels["local"]).ChatStream(chat("fake-slowstream"),
+                                                               timeout=10)
+    assert isinstance(call, LocalUnaryStreamCall)
+
+    async def read() -> tuple[Outcome, int]:
+        got = await outcome(drain(call))
+        task = asyncio.current_task()
+        assert task is not None
+        return got, task.cancelling()
+
+    reader = asyncio.ensure_future(read())
+    await until(lambda: any(r.body.get("model") == "slow-stream" for r in upstream.requests))
+    await asyncio.sleep(0.05)  # the reader waits in its read
+    if first == "cancel":
+        assert call.cancel()
+    else:
+        call._expire()  # what the deadline's timer calls
+    await core.local.stop(None)  # its first step (stopping every call) in this same step
+    got, cancelling = await asyncio.wait_for(reader, 2)
+    assert cancelling == 0
+    if first == "cancel":
+        assert got == Outcome("CancelledError")
+        assert await call.code() == grpc.StatusCode.CANCELLED
+    else:
+        assert got.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class GoesOn(BehaviorInterceptor):
+    """A handler that, cancelled, sends one more message and goes on waiting."""
+
+    async def around_stream(self, method: str, behavior: StreamBehavior, request: Any,
+                            context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except asyncio.CancelledError:
+            yield pb.ChatChunk()
+            await asyncio.sleep(5)
+
+
+async def test_a_handler_that_goes_on_is_cut_again(upstream: FakeOpenAI) -> None:
+    """cancel() between reads, of a handler that swallows its cancellation and yields again:
+    it is cancelled again (then closed), not left to run to its end, which the server's stop
+    would wait for."""
+    handle = await start_core(parse_config(base_config(upstream.base_url)), host="127.0.0.1",
+                              port=0, extra_interceptors=[GoesOn()])
+    try:
+        assert handle.local is not None
+        call = await _stream_left_unread(handle.local_channel(), upstream, deadline=30)
+        assert call.cancel()
+        await asyncio.wait_for(upstream.disconnected.wait(), 2)
+        started = time.monotonic()
+        await handle.local.stop(None)  # waits for the handler to end
+        assert time.monotonic() - started < 2  # not the handler's 5 s
+        assert await call.code() == grpc.StatusCode.CANCELLED
+    finally:
+        await handle.stop(0)
+
+
+class Plain(aio.ServerInterceptor):
+    """An interceptor of grpc.aio's own kind that wraps stream behaviours with functools.wraps
+    (which copies their attributes), counting the messages."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_stream is None:
+            return handler
+        inner = handler.unary_stream
+
+        @functools.wraps(inner)
+        async def counted(request: Any, context: Any) -> AsyncIterator[Any]:
+            async for item in inner(request, context):
+                self.messages += 1
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            counted, handler.request_deserializer, handler.response_serializer)
+
+
+async def test_an_interceptor_wrapping_a_stream_is_not_skipped(upstream: FakeOpenAI) -> None:
+    """The direct path past grpc.aio's wrapper layer is taken only from the layer that made it:
+    a wrapper that copied it (functools.wraps) still runs, on both channels."""
+    plain = Plain()
+    handle = await start_core(parse_config(base_config(upstream.base_url)), host="127.0.0.1",
+                              port=0, extra_interceptors=[plain, Probe()])
+    real = aio.insecure_channel(f"127.0.0.1:{handle.port}")
+    try:
+        for ch in (real, handle.local_channel()):
+            before = plain.messages
+            got = await drain(pb_grpc.InferenceStub(ch).ChatStream(chat("mock-chat"), timeout=5))
+            assert got and plain.messages - before == len(got)
+    finally:
+        await real.close()
+        await handle.stop(0)
