@@ -772,7 +772,7 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         self._cancelled()
         try:
             task = self._loop.create_task(_cut_short(self._messages), context=self._vars)
-        except RuntimeError:  # the loop is closed
+        except Exception:  # the loop is closed, or the interpreter is shutting down
             return
         _DROPPED.add(task)
         task.add_done_callback(_DROPPED.discard)
