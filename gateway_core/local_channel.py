@@ -20,6 +20,7 @@ grpc`` makes the edge use it instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import weakref
@@ -534,6 +535,20 @@ class _InContext:
 _CUT_ATTEMPTS = 4
 # Streams dropped by their callers, being cut short (a task must be held while it runs).
 _DROPPED: set[asyncio.Task[None]] = set()
+# The handlers' generators of the streams that have started and not ended: held here, not only by
+# their calls, so that a call that is dropped (even as part of a reference cycle) is cut short by
+# its own finalizer alone, never also by the interpreter's finalizer of the generator.
+_LIVE: set[AsyncIterator[Any]] = set()
+
+
+def _dropped(loop: asyncio.AbstractEventLoop, messages: AsyncIterator[Any],
+             context: contextvars.Context, ctx: LocalContext) -> None:
+    """Cut short, on its loop, the handler of a stream its caller dropped between reads."""
+    ctx._code = grpc.StatusCode.CANCELLED
+    ctx._finish()
+    task = loop.create_task(_cut_short(messages), context=context)
+    _DROPPED.add(task)
+    task.add_done_callback(_DROPPED.discard)
 
 
 async def _cut_short(messages: AsyncIterator[Any]) -> None:
@@ -544,7 +559,9 @@ async def _cut_short(messages: AsyncIterator[Any]) -> None:
     try:
         for _ in range(_CUT_ATTEMPTS):
             task.cancel()  # raised where the handler next waits, through all its layers
-            await messages.__anext__()  # a message: it swallowed the cancellation
+            await messages.__anext__()  # a message: it swallowed the cancellation, or never waited
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)  # a cancellation still pending is taken here, not in its cleanup
         aclose = getattr(messages, "aclose", None)  # an async generator's (every handler's)
         if aclose is not None:
             await aclose()  # GeneratorExit where it yields
@@ -603,8 +620,9 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
 
     async def _first(self) -> Any:
         behavior = await self._handler("unary_stream")
-        self._messages = direct_stream(behavior)(self._request, self._ctx)
-        return await self._messages.__anext__()
+        self._messages = messages = direct_stream(behavior)(self._request, self._ctx)
+        _LIVE.add(messages)
+        return await messages.__anext__()
 
     async def read(self) -> Any:
         if self._cancel_requested:
@@ -625,7 +643,7 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
             item = await _InContext(self._vars, step)
         except StopAsyncIteration:
             ended = True
-        except (KeyboardInterrupt, SystemExit):  # not the call's to report, as in grpc.aio
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):  # not the call's to report
             self._cancelled()
             self._end_callbacks()
             raise
@@ -677,6 +695,8 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         self._end_callbacks()
 
     def _end_callbacks(self) -> None:
+        if self._messages is not None:
+            _LIVE.discard(self._messages)  # ended, or its cutting short holds it
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -767,15 +787,13 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         # Dropped by its caller between reads, neither cancelled nor timed (a deadline's timer
         # holds the call): cut the handler short in its own context, as cancel() would, rather
         # than leave its generator to the interpreter's finalizer in whatever context is current.
+        # (The garbage collector may run this in any thread: the work is handed to the loop.)
         if self._status is not None or self._messages is None or self._closing is not None:
             return
-        self._cancelled()
-        try:
-            task = self._loop.create_task(_cut_short(self._messages), context=self._vars)
-        except Exception:  # the loop is closed, or the interpreter is shutting down
-            return
-        _DROPPED.add(task)
-        task.add_done_callback(_DROPPED.discard)
+        _LIVE.discard(self._messages)
+        with contextlib.suppress(Exception):  # the loop is closed, or the interpreter exiting
+            self._loop.call_soon_threadsafe(_dropped, self._loop, self._messages, self._vars,
+                                            self._ctx)
 
 
 class _MultiCallable:
