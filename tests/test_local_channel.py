@@ -5,8 +5,10 @@ over ``core.local_channel()``, end with the same status, details, ``igw-reason``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import gc
+import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from gateway_core.interceptors import (
     current_model,
     current_request_id,
 )
-from gateway_core.local_channel import LocalUnaryStreamCall
+from gateway_core.local_channel import LocalServer, LocalUnaryStreamCall
 from gateway_core.server import CoreHandle, start_core
 from inference_gateway.v1 import admin_pb2 as apb
 from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
@@ -712,3 +714,85 @@ async def test_an_interceptor_wrapping_a_stream_is_not_skipped(upstream: FakeOpe
     finally:
         await real.close()
         await handle.stop(0)
+
+
+def _local_method(handler: Callable[..., AsyncIterator[Any]]) -> aio.Channel:
+    """A local channel to a server of one stream method ``/t.S/M`` (no interceptors)."""
+    server = LocalServer([])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "t.S", {"M": grpc.unary_stream_rpc_method_handler(handler)})])
+    return server.channel()
+
+
+async def test_a_stream_dropped_in_a_reference_cycle_is_cut_once() -> None:
+    """Dropped as part of cyclic garbage (with its handler's generator): cut short once, in the
+    handler's context, by the call's finalizer alone (not also by the generator's, which made
+    two tasks drive one generator: 'aclose(): asynchronous generator is already running')."""
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="-")
+    seen: list[tuple[str, str]] = []
+
+    async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
+        who.set("handler")
+        try:
+            yield 1
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # a cleanup of several steps (closing an upstream response)
+            await asyncio.sleep(0)
+            raise
+        finally:
+            seen.append((who.get(), type(sys.exc_info()[1]).__name__))
+
+    async def drop(ch: aio.Channel) -> None:
+        method: Any = ch.unary_stream("/t.S/M")
+        call = method(b"")
+        await call.read()
+        try:
+            raise ValueError
+        except ValueError as exc:
+            kept = exc  # its traceback holds this frame, which holds the call: a cycle
+            assert kept
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    gc.disable()
+    try:
+        await drop(_local_method(handler))
+        gc.collect()
+        await until(lambda: seen)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        gc.collect()
+    finally:
+        gc.enable()
+        loop.set_exception_handler(previous)
+    assert seen == [("handler", "CancelledError")]
+    assert errors == []
+
+
+async def test_a_handler_that_never_waits_cleans_up_uncancelled() -> None:
+    """cancel() between reads of a handler that yields without ever waiting: it is closed, and
+    its cleanup runs to its end (no cancellation left over from cutting it short)."""
+    seen: list[str] = []
+
+    async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            for i in range(100):
+                yield i
+        finally:
+            try:
+                await asyncio.sleep(0)  # a cleanup that waits (closing an upstream response)
+                seen.append("completed")
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+    method: Any = _local_method(handler).unary_stream("/t.S/M")
+    call = method(b"")
+    assert await call.read() == 0
+    assert call.cancel()
+    await until(lambda: seen)
+    assert seen == ["completed"]
+    assert await call.code() == grpc.StatusCode.CANCELLED
