@@ -548,7 +548,12 @@ async def test_upstream_seconds_exclude_the_readers_time(channels: Channels,
 
 
 class Swallow(BehaviorInterceptor):
-    """A handler that ends its stream quietly when cancelled (instead of letting it through)."""
+    """A handler that does not let its cancellation through: it ends its stream quietly, or
+    (``go_on``) sends one more message and goes on waiting."""
+
+    def __init__(self, go_on: bool = False) -> None:
+        super().__init__()
+        self.go_on = go_on
 
     async def around_stream(self, method: str, behavior: StreamBehavior, request: Any,
                             context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
@@ -556,7 +561,9 @@ class Swallow(BehaviorInterceptor):
             async for item in behavior(request, context):
                 yield item
         except asyncio.CancelledError:
-            return
+            if self.go_on:
+                yield pb.ChatChunk()
+                await asyncio.sleep(5)
 
 
 @pytest.fixture
@@ -644,25 +651,12 @@ async def test_the_first_reason_to_end_a_read_stands(core: CoreHandle, channels:
         assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class GoesOn(BehaviorInterceptor):
-    """A handler that, cancelled, sends one more message and goes on waiting."""
-
-    async def around_stream(self, method: str, behavior: StreamBehavior, request: Any,
-                            context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        try:
-            async for item in behavior(request, context):
-                yield item
-        except asyncio.CancelledError:
-            yield pb.ChatChunk()
-            await asyncio.sleep(5)
-
-
 async def test_a_handler_that_goes_on_is_cut_again(upstream: FakeOpenAI) -> None:
     """cancel() between reads, of a handler that swallows its cancellation and yields again:
     it is cancelled again (then closed), not left to run to its end, which the server's stop
     would wait for."""
     handle = await start_core(parse_config(base_config(upstream.base_url)), host="127.0.0.1",
-                              port=0, extra_interceptors=[GoesOn()])
+                              port=0, extra_interceptors=[Swallow(go_on=True)])
     try:
         assert handle.local is not None
         call = await _stream_left_unread(handle.local_channel(), upstream, deadline=30)
