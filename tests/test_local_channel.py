@@ -499,6 +499,22 @@ async def test_stop_without_grace_ends_calls_unavailable(
     assert (got.code, got.details) == (grpc.StatusCode.UNAVAILABLE, "Cancelling all calls")
 
 
+async def read_in_a_task(call: aio.UnaryStreamCall[Any, Any], upstream: FakeOpenAI
+                         ) -> asyncio.Future[tuple[Outcome, int]]:
+    """Drain ``call`` (a ``fake-slowstream`` stream) in a task of its own, returned once that
+    task waits in a read: how the reading ended, and how cancelled the task was left."""
+    async def read() -> tuple[Outcome, int]:
+        got = await outcome(drain(call))
+        task = asyncio.current_task()
+        assert task is not None
+        return got, task.cancelling()
+
+    reader = asyncio.ensure_future(read())
+    await until(lambda: any(r.body.get("model") == "slow-stream" for r in upstream.requests))
+    await asyncio.sleep(0.05)  # the reader waits in its read
+    return reader
+
+
 async def test_second_cancel_during_a_read(channels: Channels, upstream: FakeOpenAI) -> None:
     """cancel() twice while another task reads: the second returns False, the call is done at
     once, and the reader's task is not left cancelled (as on a gRPC channel)."""
@@ -508,22 +524,10 @@ async def test_second_cancel_during_a_read(channels: Channels, upstream: FakeOpe
         upstream.requests.clear()
         call = pb_grpc.InferenceStub(ch).ChatStream(chat("fake-slowstream"), timeout=10)
 
-        async def read_all(call: aio.UnaryStreamCall[Any, Any] = call) -> tuple[str, int]:
-            try:
-                await drain(call)
-                got = "OK"
-            except asyncio.CancelledError:
-                got = "CancelledError"
-            task = asyncio.current_task()
-            assert task is not None
-            return got, task.cancelling()
-
-        reader = asyncio.ensure_future(read_all())
-        await until(lambda: any(r.body.get("model") == "slow-stream" for r in upstream.requests))
-        await asyncio.sleep(0.05)  # the reader waits in its read
+        reader = await read_in_a_task(call, upstream)
         first, second = call.cancel(), call.cancel()
         seen[name] = (first, second, call.done(), await asyncio.wait_for(reader, 2))
-    assert seen["local"] == seen["grpc"] == (True, False, True, ("CancelledError", 0))
+    assert seen["local"] == seen["grpc"] == (True, False, True, (Outcome("CancelledError"), 0))
 
 
 async def test_upstream_seconds_exclude_the_readers_time(channels: Channels,
@@ -626,16 +630,7 @@ async def test_the_first_reason_to_end_a_read_stands(core: CoreHandle, channels:
     call = pb_grpc.InferenceStub(channels["local"]).ChatStream(chat("fake-slowstream"),
                                                                timeout=10)
     assert isinstance(call, LocalUnaryStreamCall)
-
-    async def read() -> tuple[Outcome, int]:
-        got = await outcome(drain(call))
-        task = asyncio.current_task()
-        assert task is not None
-        return got, task.cancelling()
-
-    reader = asyncio.ensure_future(read())
-    await until(lambda: any(r.body.get("model") == "slow-stream" for r in upstream.requests))
-    await asyncio.sleep(0.05)  # the reader waits in its read
+    reader = await read_in_a_task(call, upstream)
     if first == "cancel":
         assert call.cancel()
     else:
