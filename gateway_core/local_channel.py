@@ -644,8 +644,7 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         except StopAsyncIteration:
             ended = True
         except (KeyboardInterrupt, SystemExit, GeneratorExit):  # not the call's to report
-            self._cancelled()
-            self._end_callbacks()
+            self._end_cancelled()
             raise
         except BaseException as exc:  # what the handler raised, or a cancellation
             ended, error = True, exc
@@ -656,23 +655,21 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
         cut = self._cut
         if cut is not None and task.cancelling() > cancelling:
             task.uncancel()  # ours: the deadline, the server's stop or cancel()
-        external = task.cancelling() > cancelling  # the reader's own task was cancelled
-        if external or (cut is None and isinstance(error, asyncio.CancelledError)):
-            if not ended:
-                self._close()
+        # The reader's own task was cancelled (or the handler raised a cancellation of its own).
+        own = (task.cancelling() > cancelling
+               or (cut is None and isinstance(error, asyncio.CancelledError)))
+        if (own or cut is not None) and not ended:
+            self._close()  # it went on after the cancellation: cut it at its next pause
+        if own:
             self._cancel_requested = True
-            self._cancelled()
-            self._end_callbacks()
+            self._end_cancelled()
             if isinstance(error, asyncio.CancelledError):
                 raise error
             raise asyncio.CancelledError
-        if cut is not None:
-            if not ended:
-                self._close()  # it went on after the cancellation: cut it at its next pause
-            if cut is _CALLER:  # cancel(): the read raises, as gRPC's does
-                self._cancelled()
-                self._end_callbacks()
-                raise asyncio.CancelledError
+        if cut is _CALLER:  # cancel(): the read raises, as gRPC's does
+            self._end_cancelled()
+            raise asyncio.CancelledError
+        if cut is not None:  # the deadline or the server's stop
             self._end(cut)
             return self._outcome()
         if ended:
@@ -692,6 +689,10 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
 
     def _end(self, exc: BaseException | None) -> None:
         self._settle(exc)
+        self._end_callbacks()
+
+    def _end_cancelled(self) -> None:
+        self._cancelled()
         self._end_callbacks()
 
     def _end_callbacks(self) -> None:
@@ -736,8 +737,7 @@ class LocalUnaryStreamCall(_LocalCall, aio.UnaryStreamCall[Any, Any]):
             return True
         self._close()  # first: the call is over only once its handler is
         if why is _CALLER:
-            self._cancelled()
-            self._end_callbacks()
+            self._end_cancelled()
         else:
             self._end(why)
         return True
