@@ -87,11 +87,6 @@ async def count(target: Target, pid: int, workdir: Path, requests: int, warmup: 
     return out
 
 
-async def thin_ready(url: str) -> None:
-    """The thin proxy forwards everything: ready once the upstream's /v1/models comes back."""
-    await wait_healthy(url, lambda: None, limit=300)
-
-
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
@@ -106,7 +101,8 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             thin = await procs.spawn("thin-proxy", *callgrind(workdir, "thin-proxy"), py, "-m",
                                      "benchmarks.thin_proxy", "--upstream", upstream,
                                      port_line=True)
-            await thin_ready(f"http://127.0.0.1:{thin}/v1/models")
+            # It forwards everything: ready once the upstream's model list comes back through it.
+            await wait_healthy(f"http://127.0.0.1:{thin}/v1/models", procs, limit=300)
             targets = [(Target("thin-proxy", f"http://127.0.0.1:{thin}/v1", "llama",
                                "slow-stream"), procs.pid("thin-proxy"))]
             trees = [("gateway", None), *((f"baseline{i if i > 1 else ''}", tree)
