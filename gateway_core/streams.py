@@ -4,6 +4,12 @@ The core's streams end with one message that carries usage and the finish reason
 back the chunk that finishes the last choice and sends it with the usage once the upstream is done.
 When the upstream reports no usage, completion tokens are counted as content-bearing chunks (servers
 stream one token per chunk) and the usage is flagged as estimated.
+
+Events that arrived in one network read go on as one message where that loses nothing, merged the
+way OpenAI's clients accumulate a stream: text pieces joined per choice, tool-call fragments joined
+per call ``index``, log-probability entries appended. Plain text deltas take a fast path. An event
+with fields the typed API does not know at the choice or delta level is sent as its own message,
+and events are merged only while their own unknown top-level fields are the same.
 """
 
 from __future__ import annotations
@@ -12,18 +18,25 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from gateway_core.errors import UpstreamError
-from gateway_core.tokens import estimated_usage, reported_usage
+from gateway_core.providers import openai_answers as answers
+from gateway_core.tokens import estimated_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
-# One upstream choice delta: (index, role, content, finish_reason); completions have no role.
+# One plain upstream choice delta: (index, role, content, finish_reason); completions have no role.
 Delta = tuple[int, str, str, str]
 # Deltas merged per choice index, in order of first appearance: index → [role, pieces, finish].
 _Merged = dict[int, list[Any]]
 
 ChunkT = TypeVar("ChunkT", pb.ChatChunk, pb.CompletionChunk)
 
+_PLAIN_CHOICE = frozenset({"index", "delta", "text", "finish_reason", "logprobs", "stop_reason"})
+_PLAIN_DELTA = frozenset({"role", "content"})
+_DELTA_KEYS = frozenset({"role", "content", "tool_calls", "refusal", "reasoning_content",
+                         "reasoning"})
+_NOT_STRINGS = "a choice's content, role and finish_reason are strings"
 
-def _merge_deltas(acc: _Merged, deltas: list[Delta]) -> None:
+
+def _merge_deltas(acc: _Merged, deltas: Iterable[Delta]) -> None:
     for index, role, content, finish in deltas:
         entry = acc.get(index)
         if entry is None:
@@ -36,15 +49,123 @@ def _merge_deltas(acc: _Merged, deltas: list[Delta]) -> None:
             entry[2] = finish
 
 
+def _join(a: list[str] | None, b: list[str] | None) -> list[str] | None:
+    if b is None:
+        return a
+    if a is None:
+        return list(b)
+    a.extend(b)
+    return a
+
+
+class Rich:
+    """One choice's deltas with more than role and text: tool calls, reasoning, refusal,
+    log-probabilities, unknown fields. Several merge into one as OpenAI's clients accumulate."""
+
+    __slots__ = ("content", "delta_extra", "extra", "finish", "index", "logprobs", "reasoning",
+                 "reasoning_content", "refusal", "refusal_logprobs", "role", "tools")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.role = ""
+        self.finish = ""
+        self.content: list[str] | None = None
+        self.reasoning_content: list[str] | None = None
+        self.reasoning: list[str] | None = None
+        self.refusal: list[str] | None = None
+        self.tools: dict[int, pb.ToolCall] | None = None
+        self.logprobs: list[pb.TokenLogprob] | None = None
+        self.refusal_logprobs: list[pb.TokenLogprob] | None = None
+        self.extra: dict[str, Any] | None = None
+        self.delta_extra: dict[str, Any] | None = None
+
+    @property
+    def mergeable(self) -> bool:
+        return self.extra is None and self.delta_extra is None
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.content or self.reasoning_content or self.reasoning or self.refusal
+                    or self.tools)
+
+    def merge(self, other: Rich) -> None:
+        if other.role and not self.role:
+            self.role = other.role
+        if other.finish:
+            self.finish = other.finish
+        self.content = _join(self.content, other.content)
+        self.reasoning_content = _join(self.reasoning_content, other.reasoning_content)
+        self.reasoning = _join(self.reasoning, other.reasoning)
+        self.refusal = _join(self.refusal, other.refusal)
+        if other.tools:
+            if self.tools is None:
+                self.tools = {}
+            for index, fragment in other.tools.items():
+                mine = self.tools.get(index)
+                if mine is None:
+                    self.tools[index] = fragment
+                else:
+                    _merge_tool(mine, fragment)
+        if other.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + other.logprobs
+        if other.refusal_logprobs is not None:
+            self.refusal_logprobs = (self.refusal_logprobs or []) + other.refusal_logprobs
+        if other.extra:
+            self.extra = {**(self.extra or {}), **other.extra}
+        if other.delta_extra:
+            self.delta_extra = {**(self.delta_extra or {}), **other.delta_extra}
+
+
+def _merge_tool(mine: pb.ToolCall, fragment: pb.ToolCall) -> None:
+    """A later fragment of the same call: its arguments piece appended, first values kept."""
+    if fragment.HasField("id") and not mine.HasField("id"):
+        mine.id = fragment.id
+    if fragment.HasField("type") and not mine.HasField("type"):
+        mine.type = fragment.type
+    if fragment.HasField("function"):
+        fn = fragment.function
+        if fn.HasField("name") and not mine.function.HasField("name"):
+            mine.function.name = fn.name
+        if fn.HasField("arguments"):
+            mine.function.arguments = mine.function.arguments + fn.arguments
+    if fragment.HasField("extra"):
+        mine.extra.MergeFrom(fragment.extra)
+
+
+def _rich(index: int, parts: Sequence[Delta | Rich]) -> Rich:
+    """Plain and rich deltas of one choice, merged in order into one Rich."""
+    out = Rich(index)
+    for p in parts:
+        if isinstance(p, Rich):
+            out.merge(p)
+        else:
+            if p[1] and not out.role:
+                out.role = p[1]
+            if p[2]:
+                out.content = (out.content or []) + [p[2]]
+            if p[3]:
+                out.finish = p[3]
+    return out
+
+
+# One upstream event: its unknown top-level fields and its choices' deltas.
+_Event = tuple[dict[str, Any] | None, list[Delta | Rich]]
+
+
+def _plain(event: _Event) -> bool:
+    return event[0] is None and all(type(d) is tuple for d in event[1])
+
+
 class _StreamState(Generic[ChunkT]):
     """Upstream stream events → typed chunks; the subclasses read a choice and build a chunk.
 
-    The events of one network read become at most one message: their deltas are merged per choice
-    as plain strings, and one chunk is built for them (not one per event, merged after). The
-    deltas that finish a choice are held back, to go out with the usage at the end.
+    The events of one network read become as few messages as merging allows (usually one): plain
+    deltas are merged per choice as strings, and one chunk is built for them. The deltas that
+    finish a choice are held back, to go out with the usage at the end.
     """
 
-    __slots__ = ("content_chunks", "created", "held", "id", "model", "prompt_tokens", "usage")
+    __slots__ = ("content_chunks", "created", "held", "id", "model", "prompt_tokens", "tail_extra",
+                 "usage")
 
     def __init__(self, model: str, prompt_tokens: int | Callable[[], int]) -> None:
         self.model = model
@@ -53,80 +174,144 @@ class _StreamState(Generic[ChunkT]):
         self.created = 0
         self.content_chunks = 0
         self.usage: pb.Usage | None = None
-        self.held: list[Delta] | None = None
+        self.held: _Event | None = None
+        # Unknown top-level fields of events without choices (a usage chunk's `timings`).
+        self.tail_extra: dict[str, Any] | None = None
 
     def _first(self, data: Any) -> None:
         """What the first event says of the whole stream."""
         self.id = str(data.get("id") or "")
         self.created = int(data.get("created") or 0)
 
-    def _delta(self, choice: Any) -> Delta:
+    def _delta(self, choice: Any) -> Delta | Rich:
         raise NotImplementedError
 
     def _build(self, deltas: Iterable[Delta]) -> ChunkT:
         raise NotImplementedError
 
-    def _deltas(self, data: Any) -> list[Delta]:
+    def _build_rich(self, choices: Iterable[Rich], extra: dict[str, Any] | None) -> ChunkT:
+        raise NotImplementedError
+
+    def _event(self, data: Any) -> _Event:
         try:
             if not self.id:
                 self._first(data)
             usage = data.get("usage")
             if usage:
-                self.usage = reported_usage(usage)
-            deltas = []
+                self.usage = answers.usage_from_openai(usage)
+            extra = None if data.keys() <= answers.TOP_KEYS else answers.extra_of(
+                data, answers.TOP_KEYS)
+            deltas: list[Delta | Rich] = []
             for c in data.get("choices") or ():
                 delta = self._delta(c)
-                if delta[2]:
+                if delta.has_text if isinstance(delta, Rich) else delta[2]:
                     self.content_chunks += 1
                 deltas.append(delta)
         except (AttributeError, TypeError, ValueError) as exc:
             raise UpstreamError(
                 "upstream sent a stream chunk the gateway cannot read", kind="protocol"
             ) from exc
-        return deltas
+        if not deltas and extra:
+            self.tail_extra = {**(self.tail_extra or {}), **extra}
+        return extra, deltas
 
     def _merged(self, acc: _Merged) -> ChunkT:
         return self._build([(index, role, "".join(pieces), finish)
                             for index, (role, pieces, finish) in acc.items()])
 
-    def feed(self, data: Any) -> ChunkT | None:
-        """One upstream event in; the chunk to forward now (None when held back or usage only)."""
-        deltas = self._deltas(data)
-        if not deltas:
-            return None
-        if any(d[3] for d in deltas):
-            previous, self.held = self.held, deltas
-            return self._build(previous) if previous else None
-        return self._build(deltas)
+    def feed(self, data: Any) -> list[ChunkT]:
+        """One upstream event in; the chunks to forward now (none when held back or usage only)."""
+        return self.feed_batch((data,))
 
-    def feed_batch(self, events: Sequence[Any]) -> ChunkT | None:
-        """Upstream events that arrived in one read → at most one chunk to forward now."""
-        if len(events) == 1:
-            return self.feed(events[0])
+    def feed_batch(self, events: Sequence[Any]) -> list[ChunkT]:
+        """Upstream events that arrived in one read → the chunks to forward now (usually one)."""
+        parsed = [self._event(data) for data in events]
+        if all(_plain(event) for event in parsed) and (self.held is None or _plain(self.held)):
+            return self._plain(parsed)  # type: ignore[arg-type]
+        return self._rich_batch(parsed)
+
+    def _plain(self, parsed: list[tuple[None, list[Delta]]]) -> list[ChunkT]:
+        if len(parsed) == 1:
+            deltas = parsed[0][1]
+            if not deltas:
+                return []
+            if any(d[3] for d in deltas):
+                previous, self.held = self.held, (None, list(deltas))
+                return [self._build(previous[1])] if previous else []  # type: ignore[arg-type]
+            return [self._build(deltas)]
         acc: _Merged = {}
-        for data in events:
-            deltas = self._deltas(data)
+        for _, deltas in parsed:
             if not deltas:
                 continue
             if any(d[3] for d in deltas):  # it finishes a choice: hold it, release the last held
-                previous, self.held = self.held, deltas
+                previous, self.held = self.held, (None, list(deltas))
                 if previous:
-                    _merge_deltas(acc, previous)
+                    _merge_deltas(acc, previous[1])  # type: ignore[arg-type]
             else:
                 _merge_deltas(acc, deltas)
-        return self._merged(acc) if acc else None
+        return [self._merged(acc)] if acc else []
+
+    @staticmethod
+    def _group(deltas: Iterable[Delta | Rich]) -> dict[int, Rich]:
+        by_index: dict[int, list[Delta | Rich]] = {}
+        for d in deltas:
+            by_index.setdefault(d.index if isinstance(d, Rich) else d[0], []).append(d)
+        return {i: _rich(i, parts) for i, parts in by_index.items()}
+
+    def _rich_batch(self, parsed: list[_Event]) -> list[ChunkT]:
+        out: list[ChunkT] = []
+        acc: dict[int, Rich] = {}
+        acc_extra: dict[str, Any] | None = None
+
+        def add(extra: dict[str, Any] | None, deltas: list[Delta | Rich]) -> None:
+            nonlocal acc, acc_extra
+            grouped = self._group(deltas)
+            if acc and (extra != acc_extra
+                        or not all(r.mergeable for r in grouped.values())):
+                out.append(self._build_rich(acc.values(), acc_extra))
+                acc = {}
+            acc_extra = extra
+            for index, r in grouped.items():
+                mine = acc.get(index)
+                if mine is None:
+                    acc[index] = r
+                else:
+                    mine.merge(r)
+            if not all(r.mergeable for r in grouped.values()):
+                out.append(self._build_rich(acc.values(), acc_extra))
+                acc = {}
+
+        for extra, deltas in parsed:
+            if not deltas:
+                continue
+            if any((d.finish if isinstance(d, Rich) else d[3]) for d in deltas):
+                previous, self.held = self.held, (extra, deltas)
+                if previous:
+                    add(*previous)
+            else:
+                add(extra, deltas)
+        if acc:
+            out.append(self._build_rich(acc.values(), acc_extra))
+        return out
 
     def final(self) -> ChunkT:
         """The last message: the held finishing deltas (if any) with the usage."""
-        acc: _Merged = {}
-        if self.held:
-            _merge_deltas(acc, self.held)
-        chunk = self._merged(acc)
+        extra, deltas = self.held or (None, [])
+        if self.tail_extra:
+            extra = {**(extra or {}), **self.tail_extra}
+        if extra is None and all(type(d) is tuple for d in deltas):
+            acc: _Merged = {}
+            _merge_deltas(acc, deltas)  # type: ignore[arg-type]
+            chunk = self._merged(acc)
+        else:
+            chunk = self._build_rich(self._group(deltas).values(), extra)
         chunk.usage.CopyFrom(self.usage or estimated_usage(self.prompt_tokens, self.content_chunks))
         return chunk
 
 
-_NOT_STRINGS = "a choice's content, role and finish_reason are strings"
+def _set_extra(target: Any, extra: dict[str, Any] | None) -> None:
+    if extra:
+        target.extra.update(extra)
 
 
 class ChatStreamState(_StreamState[pb.ChatChunk]):
@@ -142,14 +327,48 @@ class ChatStreamState(_StreamState[pb.ChatChunk]):
         super()._first(data)
         self.fingerprint = str(data.get("system_fingerprint") or "")
 
-    def _delta(self, choice: Any) -> Delta:
+    def _delta(self, choice: Any) -> Delta | Rich:
         delta = choice.get("delta") or {}
-        content = delta.get("content") or ""
-        role = delta.get("role") or ""
+        content = delta.get("content")
         finish = choice.get("finish_reason") or ""
-        if type(content) is not str or type(role) is not str or type(finish) is not str:
-            raise TypeError(_NOT_STRINGS)
-        return int(choice.get("index") or 0), role, content, finish
+        if (delta.keys() <= _PLAIN_DELTA and choice.keys() <= _PLAIN_CHOICE
+                and choice.get("logprobs") is None and choice.get("stop_reason") is None
+                and (content is not None or finish)):
+            role = delta.get("role") or ""
+            content = content or ""
+            if type(content) is not str or type(role) is not str or type(finish) is not str:
+                raise TypeError(_NOT_STRINGS)
+            return int(choice.get("index") or 0), role, content, finish
+        return self._rich_delta(choice, delta)
+
+    @staticmethod
+    def _rich_delta(choice: Any, delta: Any) -> Rich:
+        r = Rich(int(choice.get("index") or 0))
+        r.role = str(delta.get("role") or "")
+        r.finish = str(choice.get("finish_reason") or "")
+        for name in ("content", "reasoning_content", "reasoning", "refusal"):
+            value = delta.get(name)
+            if value is not None:
+                if type(value) is not str:
+                    raise TypeError(_NOT_STRINGS)
+                setattr(r, name, [value])
+        calls = delta.get("tool_calls")
+        if calls:
+            r.tools = {}
+            for entry in calls:
+                call = answers.tool_call(entry)
+                known = r.tools.get(call.index)
+                if known is None:
+                    r.tools[call.index] = call
+                else:
+                    _merge_tool(known, call)
+        lp = answers.chat_logprobs(choice.get("logprobs"))
+        if lp is not None:
+            r.logprobs = list(lp.content)
+            r.refusal_logprobs = list(lp.refusal)
+        r.extra = answers.extra_of(choice, answers.CHOICE_KEYS)
+        r.delta_extra = answers.extra_of(delta, _DELTA_KEYS)
+        return r
 
     def _build(self, deltas: Iterable[Delta]) -> pb.ChatChunk:
         chunk = pb.ChatChunk(id=self.id, created=self.created, model=self.model,
@@ -157,9 +376,38 @@ class ChatStreamState(_StreamState[pb.ChatChunk]):
         for index, role, content, finish in deltas:
             choice = chunk.choices.add(index=index)
             choice.delta.role = role
-            choice.delta.content = content
+            if content or not finish:
+                choice.delta.content = content
             if finish:
                 choice.finish_reason = finish
+        return chunk
+
+    def _build_rich(self, choices: Iterable[Rich], extra: dict[str, Any] | None) -> pb.ChatChunk:
+        chunk = pb.ChatChunk(id=self.id, created=self.created, model=self.model,
+                             system_fingerprint=self.fingerprint)
+        _set_extra(chunk, extra)
+        for r in choices:
+            choice = chunk.choices.add(index=r.index)
+            d = choice.delta
+            d.role = r.role
+            if r.content is not None:
+                d.content = "".join(r.content)
+            if r.reasoning_content is not None:
+                d.reasoning_content = "".join(r.reasoning_content)
+            if r.reasoning is not None:
+                d.reasoning = "".join(r.reasoning)
+            if r.refusal is not None:
+                d.refusal = "".join(r.refusal)
+            if r.tools:
+                d.tool_calls.extend(r.tools.values())
+            if r.logprobs is not None or r.refusal_logprobs is not None:
+                choice.logprobs.SetInParent()
+                choice.logprobs.content.extend(r.logprobs or ())
+                choice.logprobs.refusal.extend(r.refusal_logprobs or ())
+            if r.finish:
+                choice.finish_reason = r.finish
+            _set_extra(choice, r.extra)
+            _set_extra(d, r.delta_extra)
         return chunk
 
 
@@ -168,15 +416,38 @@ class CompletionStreamState(_StreamState[pb.CompletionChunk]):
 
     __slots__ = ()
 
-    def _delta(self, choice: Any) -> Delta:
+    def _delta(self, choice: Any) -> Delta | Rich:
         text = choice.get("text") or ""
         finish = choice.get("finish_reason") or ""
         if type(text) is not str or type(finish) is not str:
             raise TypeError(_NOT_STRINGS)
-        return int(choice.get("index") or 0), "", text, finish
+        index = int(choice.get("index") or 0)
+        if (choice.keys() <= _PLAIN_CHOICE and choice.get("logprobs") is None
+                and choice.get("stop_reason") is None):
+            return index, "", text, finish
+        r = Rich(index)
+        r.finish = finish
+        r.content = [text]
+        lp = answers.completion_logprobs(choice.get("logprobs"))
+        if lp is not None:
+            r.logprobs = list(lp.tokens)
+        r.extra = answers.extra_of(choice, answers.CHOICE_KEYS)
+        return r
 
     def _build(self, deltas: Iterable[Delta]) -> pb.CompletionChunk:
         chunk = pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
         for index, _, text, finish in deltas:
             chunk.choices.add(index=index, text=text, finish_reason=finish)
+        return chunk
+
+    def _build_rich(self, choices: Iterable[Rich], extra: dict[str, Any] | None
+                    ) -> pb.CompletionChunk:
+        chunk = pb.CompletionChunk(id=self.id, created=self.created, model=self.model)
+        _set_extra(chunk, extra)
+        for r in choices:
+            choice = chunk.choices.add(index=r.index, text="".join(r.content or ()),
+                                       finish_reason=r.finish)
+            if r.logprobs is not None:
+                choice.logprobs.tokens.extend(r.logprobs)
+            _set_extra(choice, r.extra)
         return chunk

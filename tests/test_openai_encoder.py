@@ -14,7 +14,9 @@ from inference_gateway.v1 import inference_pb2 as pb
 
 
 def chunk(cid: str = "chatcmpl-1", model: str = "m", fp: str = "", **choice: Any) -> pb.ChatChunk:
-    delta = pb.ChatDelta(role=choice.pop("role", ""), content=choice.pop("content", ""))
+    delta = pb.ChatDelta(role=choice.pop("role", ""))
+    if (content := choice.pop("content", None)) is not None:
+        delta.content = content
     return pb.ChatChunk(id=cid, created=17, model=model, system_fingerprint=fp,
                         choices=[pb.ChatChunkChoice(delta=delta, **choice)])
 
@@ -23,7 +25,7 @@ def expected(c: pb.ChatChunk, include_usage: bool) -> bytes:
     choices = []
     for ch in c.choices:
         delta: dict[str, Any] = {"role": ch.delta.role or "assistant"}
-        if ch.delta.content or not ch.finish_reason:
+        if ch.delta.HasField("content"):
             delta["content"] = ch.delta.content
         delta["tool_calls"] = None
         choices.append({"index": ch.index, "delta": delta, "logprobs": None,

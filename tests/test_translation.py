@@ -32,7 +32,7 @@ def recorded(name: str) -> list[Any]:
 
 def run_state(events: list[Any], prompt_tokens: int = 7) -> list[pb.ChatChunk]:
     state = ChatStreamState("my-model", prompt_tokens)
-    chunks = [c for c in (state.feed(e) for e in events) if c is not None]
+    chunks = [c for e in events for c in state.feed(e)]
     return [*chunks, state.final()]
 
 
@@ -101,7 +101,7 @@ def test_chat_request_parsing() -> None:
     assert opts.stream and opts.include_usage and req.include_usage
     assert req.messages[1].parts[1].image_url.startswith("data:image/png")
     assert req.params.temperature == 0.5 and not req.params.HasField("top_p")
-    assert req.params.max_tokens == 9 and list(req.params.stop) == ["END"]
+    assert req.params.max_completion_tokens == 9 and list(req.params.stop) == ["END"]
     assert req.params.top_k == 40 and not req.params.HasField("seed")
     assert req.response_format.type == pb.ResponseFormat.TYPE_JSON_SCHEMA
     assert req.end_user == "u-1"
@@ -173,20 +173,19 @@ def test_events_read_together_go_on_as_one_chunk() -> None:
     """A whole recorded stream arriving in one read: one merged content chunk, then the final."""
     state = ChatStreamState("m", 3)
     events = recorded("vllm_chat_stream.txt")
-    merged = state.feed_batch(events)
+    [merged] = state.feed_batch(events)
     final = state.final()
-    assert merged is not None and len(merged.choices) == 1
+    assert len(merged.choices) == 1
     assert merged.choices[0].delta.role == "assistant"
     assert merged.choices[0].delta.content == "Hello! How can I help?"
     assert final.choices[0].finish_reason == "stop" and final.usage.completion_tokens == 6
     # Events of two choices interleaved keep their own text.
     two = ChatStreamState("m", 3)
-    out = two.feed_batch([
+    [out] = two.feed_batch([
         {"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]},
         {"id": "x", "choices": [{"index": 1, "delta": {"content": "b"}}]},
         {"id": "x", "choices": [{"index": 0, "delta": {"content": "c"}}]},
     ])
-    assert out is not None
     assert {c.index: c.delta.content for c in out.choices} == {0: "ac", 1: "b"}
 
 
@@ -223,7 +222,7 @@ def test_any_split_into_reads_gives_the_same_stream(chat: bool) -> None:
         cuts = sorted(rng.sample(range(1, len(events)), rng.randint(0, len(events) - 1)))
         reads = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
         state = state_type("m", 3)
-        chunks = [c for c in (state.feed_batch(r) for r in reads) if c is not None]
+        chunks = [c for r in reads for c in state.feed_batch(r)]
         final = state.final()
         got = (_text_per_choice([*chunks, final], chat), final.usage.completion_tokens)
         assert got[0] == {0: ("Hello!", "stop"), 1: ("Bonjour", "length")}

@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 import aiohttp
 
+from gateway_common.structs import struct_to_dict
 from gateway_core import audio
 from gateway_core.errors import UpstreamError
+from gateway_core.providers import openai_answers as answers
 from gateway_core.providers import openai_wire as wire
 from gateway_core.providers import tasks_wire
 from gateway_core.providers.base import Call, Provider, register
@@ -51,7 +53,7 @@ class OpenAIProvider(Provider):
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
                                   api_key=self.api_key)
         # The prompt is counted only when the upstream reports no usage (~0.1 ms per KB).
-        return wire.parse_chat_response(data, req.model, lambda: wire.prompt_tokens_of(req.messages))
+        return answers.parse_chat_response(data, req.model, lambda: wire.prompt_tokens_of(req.messages))
 
     async def chat_stream(self, req: pb.ChatRequest, call: Call) -> AsyncIterator[pb.ChatChunk]:
         url = self.url("chat/completions")
@@ -61,8 +63,7 @@ class OpenAIProvider(Provider):
         # Events that arrived in one read go on as one message: no waiting, fewer gRPC messages.
         async for batch in stream_sse_batches(self.sessions.get(url), url, call, body,
                                               api_key=self.api_key):
-            chunk = state.feed_batch(batch)
-            if chunk is not None:
+            for chunk in state.feed_batch(batch):
                 yield chunk
         yield state.final()
 
@@ -71,7 +72,7 @@ class OpenAIProvider(Provider):
         body = wire.completion_body(req, self.upstream_model, self.model.defaults, stream=False)
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
                                   api_key=self.api_key)
-        return wire.parse_completion_response(data, req.model, lambda: estimate_tokens(req.prompt))
+        return answers.parse_completion_response(data, req.model, lambda: estimate_tokens(req.prompt))
 
     async def complete_stream(
         self, req: pb.CompletionRequest, call: Call
@@ -83,8 +84,7 @@ class OpenAIProvider(Provider):
         # Events that arrived in one read go on as one message: no waiting, fewer gRPC messages.
         async for batch in stream_sse_batches(self.sessions.get(url), url, call, body,
                                               api_key=self.api_key):
-            chunk = state.feed_batch(batch)
-            if chunk is not None:
+            for chunk in state.feed_batch(batch):
                 yield chunk
         yield state.final()
 
@@ -143,7 +143,7 @@ class OpenAIProvider(Provider):
         if req.instructions:
             body["instructions"] = req.instructions
         if req.HasField("params"):
-            body.update(wire.struct_to_dict(req.params))
+            body.update(struct_to_dict(req.params))
         data = await request_bytes(
             self.sessions.get(url), "POST", url, call, json_body=body, api_key=self.api_key,
             headers={"Content-Type": "application/json", "Accept": "application/octet-stream"})
@@ -162,7 +162,7 @@ class OpenAIProvider(Provider):
         if self.options.image_response_format:
             body["response_format"] = self.options.image_response_format
         if req.HasField("params"):
-            body.update(wire.struct_to_dict(req.params))
+            body.update(struct_to_dict(req.params))
         data = await request_json(self.sessions.get(url), "POST", url, call, json_body=body,
                                   api_key=self.api_key)
         resp = pb.ImageResponse()

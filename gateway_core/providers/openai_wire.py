@@ -6,13 +6,12 @@ them on recorded payloads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format
-
-from gateway_core.errors import UpstreamError
-from gateway_core.tokens import estimate_tokens, estimated_usage, reported_usage
+from gateway_common.openai_json import message_json
+from gateway_common.structs import ints, struct_to_dict
+from gateway_core.tokens import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
 _FORMAT_NAMES = {
@@ -20,22 +19,6 @@ _FORMAT_NAMES = {
     pb.ResponseFormat.TYPE_JSON_OBJECT: "json_object",
     pb.ResponseFormat.TYPE_JSON_SCHEMA: "json_schema",
 }
-
-
-def _ints(value: Any) -> Any:
-    """Struct numbers are doubles: give whole numbers back as ints (`top_k: 40`, not `40.0`)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
-
-
-def struct_to_dict(msg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = _ints(json_format.MessageToDict(msg, preserving_proto_field_name=True))
-    return out
 
 
 def sampling_fields(params: pb.SamplingParams, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,6 +32,8 @@ def sampling_fields(params: pb.SamplingParams, defaults: Mapping[str, Any]) -> d
             body[name] = round(getattr(params, name), 6)
     if params.HasField("max_tokens"):
         body["max_tokens"] = params.max_tokens
+    if params.HasField("max_completion_tokens"):
+        body["max_completion_tokens"] = params.max_completion_tokens
     if params.HasField("seed"):
         body["seed"] = params.seed
     if params.HasField("n"):
@@ -59,26 +44,65 @@ def sampling_fields(params: pb.SamplingParams, defaults: Mapping[str, Any]) -> d
         body["repetition_penalty"] = round(params.repetition_penalty, 6)
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.logit_bias:
+        body["logit_bias"] = {k: ints(v) for k, v in params.logit_bias.items()}
     if params.HasField("do_sample") and not params.do_sample:
         body["temperature"] = 0.0
     return body
 
 
-def message_to_openai(m: pb.ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role}
-    if m.parts:
-        parts: list[dict[str, Any]] = []
-        for p in m.parts:
-            if p.type == "image_url":
-                parts.append({"type": "image_url", "image_url": {"url": p.image_url}})
-            else:
-                parts.append({"type": "text", "text": p.text})
-        out["content"] = parts
-    else:
-        out["content"] = m.content
-    if m.name:
-        out["name"] = m.name
+def max_tokens_of(params: pb.SamplingParams) -> int | None:
+    """The completion length limit under either name (for upstreams that know only one)."""
+    if params.HasField("max_completion_tokens"):
+        return params.max_completion_tokens
+    return params.max_tokens if params.HasField("max_tokens") else None
+
+
+def _tool_to_openai(t: pb.Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": t.type}
+    if t.HasField("function"):
+        f = t.function
+        fn: dict[str, Any] = {"name": f.name}
+        if f.description:
+            fn["description"] = f.description
+        if f.HasField("parameters"):
+            fn["parameters"] = struct_to_dict(f.parameters)
+        if f.HasField("strict"):
+            fn["strict"] = f.strict
+        out["function"] = fn
+    if t.HasField("extra"):
+        out.update(struct_to_dict(t.extra))
     return out
+
+
+def _tools_fields(req: pb.ChatRequest, body: dict[str, Any]) -> None:
+    """The tool and log-probability fields of a chat request, as the caller gave them."""
+    if req.tools:
+        body["tools"] = [_tool_to_openai(t) for t in req.tools]
+    kind = req.tool_choice.WhichOneof("choice") if req.HasField("tool_choice") else None
+    if kind == "mode":
+        body["tool_choice"] = req.tool_choice.mode
+    elif kind == "function":
+        body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.function}}
+    if req.HasField("parallel_tool_calls"):
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.HasField("logprobs"):
+        body["logprobs"] = req.logprobs
+    if req.HasField("top_logprobs"):
+        body["top_logprobs"] = req.top_logprobs
+
+
+def response_format_json(rf: pb.ResponseFormat) -> dict[str, Any]:
+    fmt: dict[str, Any] = {"type": _FORMAT_NAMES[rf.type]}
+    if rf.type == pb.ResponseFormat.TYPE_JSON_SCHEMA:
+        schema: dict[str, Any] = {"name": rf.schema_name or "response"}
+        if rf.schema_description:
+            schema["description"] = rf.schema_description
+        schema["schema"] = struct_to_dict(rf.json_schema)
+        if rf.HasField("schema_strict"):
+            schema["strict"] = rf.schema_strict
+        fmt["json_schema"] = schema
+    return fmt
 
 
 def chat_body(
@@ -87,18 +111,12 @@ def chat_body(
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": upstream_model,
-        "messages": [message_to_openai(m) for m in req.messages],
+        "messages": [message_json(m) for m in req.messages],
     }
     body.update(sampling_fields(req.params, defaults))
     if req.HasField("response_format") and req.response_format.type:
-        rf = req.response_format
-        fmt: dict[str, Any] = {"type": _FORMAT_NAMES[rf.type]}
-        if rf.type == pb.ResponseFormat.TYPE_JSON_SCHEMA:
-            fmt["json_schema"] = {
-                "name": rf.schema_name or "response",
-                "schema": struct_to_dict(rf.json_schema),
-            }
-        body["response_format"] = fmt
+        body["response_format"] = response_format_json(req.response_format)
+    _tools_fields(req, body)
     if req.end_user:
         body["user"] = req.end_user
     if req.HasField("extra"):
@@ -118,6 +136,8 @@ def completion_body(
     body.update(sampling_fields(req.params, defaults))
     if req.echo:
         body["echo"] = True
+    if req.HasField("logprobs"):
+        body["logprobs"] = req.logprobs
     if req.end_user:
         body["user"] = req.end_user
     if req.HasField("extra"):
@@ -129,85 +149,14 @@ def completion_body(
     return body
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):  # content parts
-        return "".join(p.get("text", "") for p in value if isinstance(p, dict))
-    raise TypeError(f"expected text, got {type(value).__name__}")
-
-
 def prompt_tokens_of(messages: Any) -> int:
     """Estimated prompt tokens of chat messages (a few tokens of framing per message)."""
     total = 0
     for m in messages:
         text = m.content if not m.parts else "".join(p.text for p in m.parts)
         total += estimate_tokens(text) + 4
+        for call in m.tool_calls:
+            total += estimate_tokens(call.function.name) + estimate_tokens(call.function.arguments)
     return total + 2
 
 
-def parse_chat_response(
-    data: Any, model: str, prompt_tokens: int | Callable[[], int]
-) -> pb.ChatResponse:
-    """An upstream chat.completion body → ChatResponse (model renamed to the caller's id)."""
-    try:
-        choices = []
-        for c in data["choices"]:
-            msg = c.get("message") or {}
-            choices.append(
-                pb.ChatChoice(
-                    index=int(c.get("index", 0)),
-                    message=pb.ChatMessage(
-                        role=msg.get("role") or "assistant", content=_text(msg.get("content"))
-                    ),
-                    finish_reason=c.get("finish_reason") or "",
-                )
-            )
-        resp = pb.ChatResponse(
-            id=str(data.get("id") or ""),
-            created=int(data.get("created") or 0),
-            model=model,
-            choices=choices,
-            system_fingerprint=str(data.get("system_fingerprint") or ""),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UpstreamError(
-            f"upstream answered a chat completion the gateway cannot read ({exc.__class__.__name__})",
-            kind="protocol",
-        ) from exc
-    usage = reported_usage(data.get("usage")) or estimated_usage(
-        prompt_tokens, sum(estimate_tokens(c.message.content) for c in resp.choices))
-    resp.usage.CopyFrom(usage)
-    return resp
-
-
-def parse_completion_response(
-    data: Any, model: str, prompt_tokens: int | Callable[[], int]
-) -> pb.CompletionResponse:
-    try:
-        choices = [
-            pb.CompletionChoice(
-                index=int(c.get("index", 0)),
-                text=_text(c.get("text")),
-                finish_reason=c.get("finish_reason") or "",
-            )
-            for c in data["choices"]
-        ]
-        resp = pb.CompletionResponse(
-            id=str(data.get("id") or ""),
-            created=int(data.get("created") or 0),
-            model=model,
-            choices=choices,
-            system_fingerprint=str(data.get("system_fingerprint") or ""),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UpstreamError(
-            f"upstream answered a completion the gateway cannot read ({exc.__class__.__name__})",
-            kind="protocol",
-        ) from exc
-    usage = reported_usage(data.get("usage")) or estimated_usage(
-        prompt_tokens, sum(estimate_tokens(c.text) for c in resp.choices))
-    resp.usage.CopyFrom(usage)
-    return resp
