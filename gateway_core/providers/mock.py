@@ -2,6 +2,10 @@
 
 It lets a new user try every route at once and serves the benchmarks. Text answers echo the last
 user message in a fixed frame, one word per token, streamed with a configurable delay per token.
+A chat request that offers tools gets a tool call when its last user message names a function (or
+``tool_choice`` requires one): one call per named function, with arguments made from each
+function's JSON schema, streamed as OpenAI's fragments (see ``mock_tools``). With ``logprobs`` each
+word comes with a made-up log-probability.
 The other tasks answer shape-correct, deterministic outputs: unit vectors from the text's hash,
 rerank scores from word overlap, label scores from a hash, a WAV tone, a solid-colour PNG, a tagged
 translation, and a weighted row sum checked against an MLflow signature (see ``mock_media``).
@@ -22,8 +26,8 @@ from gateway_common.config import ConfigError, ModelConfig
 from gateway_core import predict_schema, speech_fields
 from gateway_core.errors import InvalidRequest
 from gateway_core.providers import mock_media as media
+from gateway_core.providers import mock_tools, tasks_wire
 from gateway_core.providers import openai_wire as wire
-from gateway_core.providers import tasks_wire
 from gateway_core.providers.base import Call, Provider, SessionPool, register
 from gateway_core.tokens import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
@@ -51,6 +55,11 @@ class MockOptions:
     })
     # Target language of translations when the request names none.
     target_language: str = "fr"
+
+
+def _pieces(words: list[str]) -> list[str]:
+    """The streamed pieces of a reply: each word after the first with its leading space."""
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
 @register("mock")
@@ -87,38 +96,71 @@ class MockProvider(Provider):
 
     @staticmethod
     def _max_tokens(params: pb.SamplingParams) -> int | None:
-        return params.max_tokens if params.HasField("max_tokens") else None
+        return wire.max_tokens_of(params)
 
     async def _pace(self, tokens: int) -> None:
         if self.options.token_delay_seconds and tokens:
             await asyncio.sleep(self.options.token_delay_seconds * tokens)
 
     async def chat(self, req: pb.ChatRequest, call: Call) -> pb.ChatResponse:
-        words, reason = self._words(self._last_user(req), self._max_tokens(req.params))
-        await self._pace(len(words))
         prompt_tokens = wire.prompt_tokens_of(req.messages)
-        return pb.ChatResponse(
-            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=req.model,
-            choices=[pb.ChatChoice(
-                index=0, message=pb.ChatMessage(role="assistant", content=" ".join(words)),
-                finish_reason=reason,
-            )],
-            usage=pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words),
-                           total_tokens=prompt_tokens + len(words)),
-        )
+        resp = pb.ChatResponse(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
+                               model=req.model)
+        calls = mock_tools.calls_for(req)
+        if calls:
+            await self._pace(sum(len(c.function.arguments) for c in calls) // 4)
+            choice = resp.choices.add(index=0, finish_reason="tool_calls")
+            choice.message.role = "assistant"
+            choice.message.tool_calls.extend(calls)
+            completion = sum(estimate_tokens(c.function.arguments) + 1 for c in calls)
+        else:
+            words, reason = self._words(self._last_user(req), self._max_tokens(req.params))
+            await self._pace(len(words))
+            choice = resp.choices.add(index=0, finish_reason=reason)
+            choice.message.role = "assistant"
+            choice.message.content = " ".join(words)
+            if req.logprobs:
+                choice.logprobs.content.extend(mock_tools.logprobs(
+                    _pieces(words), req.top_logprobs if req.HasField("top_logprobs") else 0))
+            completion = len(words)
+        resp.usage.CopyFrom(pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                                     total_tokens=prompt_tokens + completion))
+        return resp
 
     async def chat_stream(self, req: pb.ChatRequest, call: Call) -> AsyncIterator[pb.ChatChunk]:
-        words, reason = self._words(self._last_user(req), self._max_tokens(req.params))
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         delay = self.options.token_delay_seconds
-        for i, word in enumerate(words):
+        calls = mock_tools.calls_for(req)
+        prompt_tokens = wire.prompt_tokens_of(req.messages)
+        if calls:
+            fragments = mock_tools.fragments(calls)
+            for i, fragment in enumerate(fragments):
+                if delay:
+                    await asyncio.sleep(delay)
+                chunk = pb.ChatChunk(id=cid, created=created, model=req.model)
+                delta = chunk.choices.add(index=0).delta
+                delta.role = "assistant" if i == 0 else ""
+                delta.tool_calls.append(fragment)
+                yield chunk
+            yield pb.ChatChunk(
+                id=cid, created=created, model=req.model,
+                choices=[pb.ChatChunkChoice(index=0, delta=pb.ChatDelta(),
+                                            finish_reason="tool_calls")],
+                usage=pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=len(fragments),
+                               total_tokens=prompt_tokens + len(fragments)))
+            return
+        words, reason = self._words(self._last_user(req), self._max_tokens(req.params))
+        top = req.top_logprobs if req.HasField("top_logprobs") else 0
+        for i, piece in enumerate(_pieces(words)):
             if delay:
                 await asyncio.sleep(delay)
-            yield pb.ChatChunk(id=cid, created=created, model=req.model, choices=[
+            chunk = pb.ChatChunk(id=cid, created=created, model=req.model, choices=[
                 pb.ChatChunkChoice(index=0, delta=pb.ChatDelta(
-                    role="assistant" if i == 0 else "", content=word if i == 0 else " " + word))
+                    role="assistant" if i == 0 else "", content=piece))
             ])
-        prompt_tokens = wire.prompt_tokens_of(req.messages)
+            if req.logprobs:
+                chunk.choices[0].logprobs.content.extend(mock_tools.logprobs([piece], top))
+            yield chunk
         yield pb.ChatChunk(
             id=cid, created=created, model=req.model,
             choices=[pb.ChatChunkChoice(index=0, delta=pb.ChatDelta(), finish_reason=reason)],

@@ -134,8 +134,8 @@ def completion_body(
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"model": upstream_model, "prompt": req.prompt}
     body.update(sampling_fields(req.params, defaults))
-    if req.echo:
-        body["echo"] = True
+    if req.HasField("echo"):
+        body["echo"] = req.echo
     if req.HasField("logprobs"):
         body["logprobs"] = req.logprobs
     if req.end_user:

@@ -59,7 +59,9 @@ def parameters(params: pb.SamplingParams, defaults: Mapping[str, Any]) -> dict[s
             out["top_k"] = p["top_k"]
         if "do_sample" not in out and (params.HasField("do_sample") or "temperature" in out):
             out["do_sample"] = True
-    for ours, theirs in (("max_tokens", "max_new_tokens"), ("seed", "seed"),
+    if (limit := wire.max_tokens_of(params)) is not None:
+        out["max_new_tokens"] = limit
+    for ours, theirs in (("seed", "seed"),
                          ("repetition_penalty", "repetition_penalty"),
                          ("frequency_penalty", "frequency_penalty")):
         if p.get(ours) is not None:

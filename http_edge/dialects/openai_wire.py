@@ -367,7 +367,8 @@ def completion_request(body: dict[str, Any]) -> tuple[pb.CompletionRequest, Stre
     req.params.CopyFrom(sampling(f))
     if (user := f.str("user")) is not None:
         req.end_user = user
-    req.echo = bool(f.bool("echo", False))
+    if (echo := f.bool("echo")) is not None:
+        req.echo = echo
     if (i := f.int("logprobs", 0, 20)) is not None:
         req.logprobs = i
     opts = stream_options(f)
