@@ -111,7 +111,7 @@ async def test_logprobs_from_the_mock(gw: Gateway) -> None:
 
 async def test_grpc_callers_run_a_tool_loop(gw: Gateway) -> None:
     tool = pb.Tool(type="function", function=pb.FunctionDefinition(name="get_weather"))
-    tool.function.parameters.update(WEATHER["function"]["parameters"])  # type: ignore[index]
+    tool.function.parameters.update(WEATHER["function"]["parameters"])
     req = pb.ChatRequest(model="mock-chat", tools=[tool], messages=[
         pb.ChatMessage(role="user", content="get_weather in Oslo")])
     async with grpc.aio.insecure_channel(gw.grpc_target) as ch:
