@@ -153,3 +153,32 @@ async def test_tgi_messages_api_with_huggingface_hub(gw: Gateway) -> None:
     call = out.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
     assert orjson.loads(call.function.arguments)["city"] == "mock"
+
+
+async def test_unified_tool_use_round_trip(gw: Gateway) -> None:
+    body: dict[str, Any] = {"model": "mock-chat", "tools": [WEATHER], "messages": [
+        {"role": "user", "content": "get_weather in Rome"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{gw.http}/v1/inference/chat", json=body) as resp:
+            assert resp.status == 200
+            data = await resp.json()
+        assert data["stop_reason"] == "tool_use"
+        [use] = [p for p in data["message"]["content"] if p["type"] == "tool_use"]
+        assert use["name"] == "get_weather" and use["input"] == {"city": "mock", "unit": "celsius"}
+        body["messages"] += [
+            {"role": "assistant", "content": [use]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"],
+                                          "content": "21 degrees"}]}]
+        async with s.post(f"{gw.http}/v1/inference/chat", json=body) as resp:
+            assert resp.status == 200
+            final = await resp.json()
+        assert final["stop_reason"] == "end_turn"
+        assert final["message"]["content"][0]["type"] == "text"
+        body["messages"] = body["messages"][:1]
+        body["parameters"] = {"stream": True}
+        async with s.post(f"{gw.http}/v1/inference/chat", json=body) as resp:
+            frames = [orjson.loads(line[6:]) async for line in resp.content
+                      if line.startswith(b"data: {")]
+    fragments = [f["tool_use"] for f in frames if "tool_use" in f]
+    assert fragments[0]["name"] == "get_weather" and fragments[0]["id"] == use["id"]
+    assert orjson.loads("".join(f["partial_json"] for f in fragments)) == use["input"]

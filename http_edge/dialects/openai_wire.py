@@ -231,7 +231,7 @@ def messages(value: Any, path: str = "messages") -> list[pb.ChatMessage]:
     return [_message(m, f"{path}[{i}]") for i, m in enumerate(value)]
 
 
-def _tools(value: Any) -> list[pb.Tool]:
+def tools(value: Any) -> list[pb.Tool]:
     if not isinstance(value, list):
         raise EdgeError.bad_request("'tools' must be an array of tools", param="tools")
     tools = []
@@ -269,7 +269,7 @@ def _tools(value: Any) -> list[pb.Tool]:
     return tools
 
 
-def _tool_choice(value: Any) -> pb.ToolChoice | None:
+def tool_choice(value: Any) -> pb.ToolChoice | None:
     """The typed forms of ``tool_choice``; None for a form that passes through as it is."""
     if isinstance(value, str):
         if value not in _TOOL_CHOICE_MODES:
@@ -330,9 +330,9 @@ def chat_request(body: dict[str, Any]) -> tuple[pb.ChatRequest, StreamOptions]:
     if rf is not None and _response_format(rf, req):
         known.add("response_format")
     if body.get("tools") is not None:
-        req.tools.extend(_tools(body["tools"]))
+        req.tools.extend(tools(body["tools"]))
     if body.get("tool_choice") is not None:
-        choice = _tool_choice(body["tool_choice"])
+        choice = tool_choice(body["tool_choice"])
         if choice is not None:
             req.tool_choice.CopyFrom(choice)
             known.add("tool_choice")

@@ -4,6 +4,12 @@ Requests carry ``model``, ``messages`` (content as a string or a list of ``{"typ
 parts) and a ``parameters`` object whose multi-word keys come in two spellings (``max_tokens`` or
 ``maxTokens``). Answers follow the seed's versioned schemas: ``inference.response.v1``, stream
 chunks ``inference.response.chunk.v1``, a final ``inference.response.usage.chunk.v1``, ``[DONE]``.
+
+Tools: ``tools`` and ``tool_choice`` in OpenAI's format beside ``messages``. A tool call comes back
+as a content part ``{"type": "tool_use", "id", "name", "input"}`` with ``stop_reason: "tool_use"``
+(in a stream: chunks with empty ``content`` and a ``tool_use`` fragment ``{"index", "id", "name",
+"partial_json"}``); the caller answers with an assistant message holding those parts and a user
+message with ``{"type": "tool_result", "tool_use_id", "content"}`` parts.
 """
 
 from __future__ import annotations
@@ -66,17 +72,63 @@ def _either(get: Callable[..., T | None], snake: str, camel: str, *bounds: float
     return a if a is not None else b
 
 
+def _tool_parts(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """A message whose content holds tool_use or tool_result parts → OpenAI messages (an
+    assistant message with tool_calls; one tool message per result, then the text)."""
+    texts: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for j, part in enumerate(m["content"]):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "tool_use" and m.get("role") == "assistant":
+            name, call_id = part.get("name"), part.get("id")
+            if not isinstance(name, str) or not isinstance(call_id, str):
+                raise EdgeError.bad_request(f"'{at}' needs a string 'id' and 'name'", param=at)
+            args = part.get("input", {})
+            calls.append({"id": call_id, "type": "function", "function": {
+                "name": name, "arguments": args if isinstance(args, str) else
+                orjson.dumps(args).decode()}})
+        elif kind == "tool_result" and m.get("role") == "user":
+            content = part.get("content", "")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            if not isinstance(part.get("tool_use_id"), str) or not isinstance(content, str):
+                raise EdgeError.bad_request(f"'{at}' needs a string 'tool_use_id' and 'content'",
+                                            param=at)
+            results.append({"role": "tool", "tool_call_id": part["tool_use_id"],
+                            "content": content})
+        else:
+            texts.append(part)
+    out = results
+    if calls:
+        out.append({"role": "assistant", "content": texts or None, "tool_calls": calls})
+    elif texts:
+        out.append({"role": m.get("role"), "content": texts})
+    return out
+
+
 def _messages(value: Any) -> list[pb.ChatMessage]:
+    if isinstance(value, list):
+        flat: list[Any] = []
+        for i, m in enumerate(value):
+            if isinstance(m, dict) and isinstance(m.get("content"), list) and any(
+                    isinstance(p, dict) and p.get("type") in ("tool_use", "tool_result")
+                    for p in m["content"]):
+                flat.extend(_tool_parts(m, f"messages[{i}]"))
+            else:
+                flat.append(m)
+        value = flat
     out = openai_wire.messages(value)
     for i, m in enumerate(out):
-        if m.role not in ROLES:
+        if m.role not in ROLES and not (m.role == "tool" and m.tool_call_id):  # a tool_result
             raise EdgeError.bad_request(
                 f"'messages[{i}].role' must be one of assistant, system, user; got '{m.role}'",
                 param=f"messages[{i}].role")
         if any(p.type != "text" for p in m.parts):
             raise EdgeError.bad_request(
-                f"'messages[{i}].content' may hold only parts of type 'text'",
-                param=f"messages[{i}].content")
+                f"'messages[{i}].content' may hold only parts of type 'text', 'tool_use' and "
+                "'tool_result'", param=f"messages[{i}].content")
     return out
 
 
@@ -142,6 +194,15 @@ def chat_request(body: dict[str, Any]) -> tuple[pb.ChatRequest, ChatOptions]:
         req.response_format.CopyFrom(rf)
     if (user := _either(p.str, "end_user_id", "endUserId")) is not None:
         req.end_user = user
+    if body.get("tools") is not None:
+        req.tools.extend(openai_wire.tools(body["tools"]))
+    if body.get("tool_choice") is not None:
+        choice = openai_wire.tool_choice(body["tool_choice"])
+        if choice is None:
+            raise EdgeError.bad_request(
+                "'tool_choice' must be 'none', 'auto', 'required' or a named function",
+                param="tool_choice")
+        req.tool_choice.CopyFrom(choice)
     _filters(f)
     include = _either(p.bool, "include_usage", "includeUsage")
     # `stream` belongs in `parameters`; the seed's streaming example also lists it beside `model`.
@@ -158,13 +219,30 @@ def usage_json(u: pb.Usage) -> dict[str, int]:
             "totalTokens": u.total_tokens or u.prompt_tokens + u.completion_tokens}
 
 
+def _tool_input(arguments: str) -> Any:
+    """A call's arguments as JSON; the text itself when the model wrote invalid JSON."""
+    try:
+        return orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
+
+
+def _content(m: pb.ChatMessage) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    if m.content or not m.tool_calls:
+        parts.append({"type": "text", "text": m.content})
+    parts.extend({"type": "tool_use", "id": t.id, "name": t.function.name,
+                  "input": _tool_input(t.function.arguments)} for t in m.tool_calls)
+    return parts
+
+
 def chat_response(resp: pb.ChatResponse) -> dict[str, Any]:
     choice = resp.choices[0] if resp.choices else pb.ChatChoice()
     return {
         "schema": RESPONSE_SCHEMA,
         "message": {
             "role": choice.message.role or "assistant",
-            "content": [{"type": "text", "text": choice.message.content}],
+            "content": _content(choice.message),
         },
         "model": resp.model,
         "usage": usage_json(resp.usage),
@@ -199,6 +277,17 @@ class ChatEncoder:
             if ch.index == 0 and ch.delta.content:
                 data += frame(orjson.dumps({"schema": CHUNK_SCHEMA, "created": created,
                                             "model_id": c.model, "content": ch.delta.content}))
+            if ch.index == 0:
+                for t in ch.delta.tool_calls:
+                    fragment: dict[str, Any] = {"index": t.index}
+                    if t.HasField("id"):
+                        fragment["id"] = t.id
+                    if t.function.HasField("name"):
+                        fragment["name"] = t.function.name
+                    fragment["partial_json"] = t.function.arguments
+                    data += frame(orjson.dumps({"schema": CHUNK_SCHEMA, "created": created,
+                                                "model_id": c.model, "content": "",
+                                                "tool_use": fragment}))
         if c.HasField("usage"):
             openai_wire.record_usage(self.state, c.usage)
             if self.include_usage:
