@@ -16,7 +16,11 @@ import text_generation
 from prometheus_client.parser import text_string_to_metric_families
 from text_generation import errors as tg_errors
 
+from http_edge.dialects import tgi_wire
+from http_edge.state import RequestState
+from inference_gateway.v1 import inference_pb2 as pb
 from tests.conftest import Gateway, GatewayFactory, base_config
+from tests.fakes.model_servers import FakeTGI
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
 WORDS = REPLY.split(" ")
@@ -256,14 +260,21 @@ async def test_stream_failing_midway_ends_with_a_tgi_error_event(
     assert isinstance(exc, tg_errors.GenerationError) and "deadline" in str(exc)
 
 
-async def test_stream_ending_on_an_empty_chunk_ends_with_a_special_token(
-        upstream: FakeOpenAI, gateway_factory: GatewayFactory) -> None:
-    gw = await gateway_factory(base_config(upstream.base_url, tgi_model="mock-chat"))
-    status, _, data = await raw(gw, "POST", "/generate_stream", {"inputs": "ping"})
-    evs = events(data)
-    assert status == 200 and len(evs) == 8  # 7 words, then the empty final token
+def test_stream_ending_on_an_empty_chunk_ends_with_a_special_token() -> None:
+    """An upstream whose last message holds no token (a separate finish event, no logprobs):
+    the final fields go on an empty special token, as an end-of-sequence token would carry."""
+    req, opts = tgi_wire.generate_request({"inputs": "ping", "parameters": {"details": True}})
+    enc = tgi_wire.GenerateEncoder(RequestState(dialect="tgi", request_id="r"), opts)
+    frames = [enc.encode(pb.CompletionChunk(choices=[pb.CompletionChoice(text=t)]))
+              for t in ("Hello", " world")]
+    frames.append(enc.encode(pb.CompletionChunk(
+        choices=[pb.CompletionChoice(finish_reason="stop")],
+        usage=pb.Usage(prompt_tokens=1, completion_tokens=3))))
+    evs = [orjson.loads(f[5:]) for f in frames]
+    assert req.logprobs == 0 and len(evs) == 3
     assert evs[-1]["token"] == {"id": 0, "text": "", "logprob": None, "special": True}
-    assert evs[-1]["generated_text"] == "This is a mock reply to: ping"
+    assert evs[-1]["generated_text"] == "Hello world"
+    assert evs[-1]["details"]["generated_tokens"] == 3
     assert all(not e["token"]["special"] for e in evs[:-1])
 
 
@@ -281,3 +292,60 @@ async def test_metrics_count_tgi_requests_under_the_tgi_model(gw: Gateway) -> No
     before = await count()
     status, _, _ = await raw(gw, "POST", "/generate", {"inputs": "x"})
     assert status == 200 and await count() == before + 1
+
+
+async def test_one_event_per_upstream_token_even_when_read_together(
+        gw: Gateway, upstream: FakeOpenAI) -> None:
+    """A fast OpenAI-compatible upstream's events arrive several per read and the core merges
+    them; the tgi dialect still sends one event per token (the core asks for log-probabilities,
+    which list the tokens), the last carrying the details, and events equal generated_tokens."""
+    def run() -> list[Any]:
+        return list(text_generation.Client(gw.http).generate_stream(
+            "What is Deep Learning?", max_new_tokens=50, top_n_tokens=1))
+
+    events = await asyncio.to_thread(run)
+    assert upstream.requests[-1].body["logprobs"] == 1
+    assert [e.token.text for e in events] == [w if i == 0 else " " + w
+                                              for i, w in enumerate(WORDS)]
+    assert all(e.token.logprob == -0.25 for e in events)
+    assert events[0].top_tokens[0].text == "Deep"
+    assert len(events) == events[-1].details.generated_tokens == len(WORDS)
+
+
+@pytest.mark.parametrize(("max_new_tokens", "finish"), [(50, "eos_token"), (3, "length")])
+async def test_tgi_upstream_events_pass_one_for_one(
+        gateway_factory: GatewayFactory, max_new_tokens: int, finish: str) -> None:
+    """TGI in front of TGI: the same events (ids, texts, logprobs, the special end token), as many
+    as generated_tokens, the last with generated_text and details."""
+    tgi = await FakeTGI().start()
+    try:
+        gw = await gateway_factory({"auth": {"enabled": False}, "tgi_model": "native",
+                                    "models": [{"id": "native", "task": "chat", "provider": "tgi",
+                                                "upstream_url": tgi.base_url}]})
+
+        def run() -> list[Any]:
+            return list(text_generation.Client(gw.http).generate_stream(
+                "hello", max_new_tokens=max_new_tokens))
+
+        events = await asyncio.to_thread(run)
+    finally:
+        await tgi.stop()
+    last = events[-1]
+    assert last.details.finish_reason == finish
+    assert len(events) == last.details.generated_tokens
+    assert [e.token.id for e in events[:-1]] == list(range(len(events) - 1))
+    assert all(e.token.logprob is not None for e in events)
+    assert last.token.special == (finish == "eos_token")
+    assert last.generated_text == "".join(e.token.text for e in events if not e.token.special)
+
+
+async def test_mock_events_equal_generated_tokens(gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory({"auth": {"enabled": False}, "tgi_model": "mock-chat",
+                                "models": [{"id": "mock-chat", "task": "chat",
+                                            "provider": "mock"}]})
+    async with aiohttp.ClientSession() as s, s.post(f"{gw.http}/generate_stream", json={
+            "inputs": "one two three", "parameters": {"details": True}}) as resp:
+        events = [orjson.loads(line[5:]) async for line in resp.content
+                  if line.startswith(b"data:")]
+    assert len(events) == events[-1]["details"]["generated_tokens"] > 3
+    assert events[-1]["generated_text"] == "".join(e["token"]["text"] for e in events)

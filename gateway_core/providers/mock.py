@@ -173,12 +173,16 @@ class MockProvider(Provider):
         await self._pace(len(words))
         prompt_tokens = estimate_tokens(req.prompt)
         text = (req.prompt if req.echo else "") + " ".join(words)
-        return pb.CompletionResponse(
+        resp = pb.CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=req.model,
             choices=[pb.CompletionChoice(index=0, text=text, finish_reason=reason)],
             usage=pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words),
                            total_tokens=prompt_tokens + len(words)),
         )
+        if req.HasField("logprobs"):
+            resp.choices[0].logprobs.tokens.extend(mock_tools.logprobs(_pieces(words),
+                                                                       req.logprobs))
+        return resp
 
     async def complete_stream(
         self, req: pb.CompletionRequest, call: Call
@@ -186,18 +190,25 @@ class MockProvider(Provider):
         words, reason = self._words(req.prompt, self._max_tokens(req.params))
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         delay = self.options.token_delay_seconds
-        for i, word in enumerate(words):
+        pieces = _pieces(words)
+        # The last piece goes out with the finish reason (one message per token, as vLLM does).
+        for i, piece in enumerate(pieces):
             if delay:
                 await asyncio.sleep(delay)
-            yield pb.CompletionChunk(id=cid, created=created, model=req.model, choices=[
-                pb.CompletionChoice(index=0, text=word if i == 0 else " " + word)])
-        prompt_tokens = estimate_tokens(req.prompt)
-        yield pb.CompletionChunk(
-            id=cid, created=created, model=req.model,
-            choices=[pb.CompletionChoice(index=0, text="", finish_reason=reason)],
-            usage=pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words),
-                           total_tokens=prompt_tokens + len(words)),
-        )
+            chunk = pb.CompletionChunk(id=cid, created=created, model=req.model, choices=[
+                pb.CompletionChoice(index=0, text=piece)])
+            if req.HasField("logprobs"):
+                chunk.choices[0].logprobs.tokens.extend(mock_tools.logprobs([piece],
+                                                                            req.logprobs))
+            if i < len(pieces) - 1:
+                yield chunk
+                continue
+            prompt_tokens = estimate_tokens(req.prompt)
+            chunk.choices[0].finish_reason = reason
+            chunk.usage.CopyFrom(pb.Usage(prompt_tokens=prompt_tokens,
+                                          completion_tokens=len(words),
+                                          total_tokens=prompt_tokens + len(words)))
+            yield chunk
 
     async def embed(self, req: pb.EmbedRequest, call: Call) -> pb.EmbedResponse:
         dims = self.options.embedding_dimensions

@@ -6,9 +6,13 @@ core routes that name to config ``tgi_model``). Answers are TGI's: ``{"generated
 events ``{"index", "token", "generated_text", "details"}`` with no ``[DONE]``, and errors
 ``{"error": "...", "error_type": "validation" | "generation" | "overloaded"}``.
 
-The gateway knows no token ids or log-probabilities: tokens carry ``id: 0`` and ``logprob: null``,
-and ``details.tokens`` / ``details.prefill`` are empty. A stream that ends on an empty chunk ends
-with an empty ``special`` token (like an end-of-sequence token) that carries the final fields.
+Every request asks the core for log-probabilities (``top_n_tokens`` alternatives): each token the
+upstream reports is one stream event with its text, log-probability and (where the upstream says:
+TGI, llama.cpp) id and ``special`` flag, the last one carrying ``generated_text`` and ``details``,
+so that events and ``details.generated_tokens`` agree; ``details.tokens`` lists them. An upstream
+that reports no log-probabilities gives one event per message the core sends (``id: 0``,
+``logprob: null``), and a stream whose last message holds no token ends with an empty ``special``
+token (like an end-of-sequence token) that carries the final fields.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class GenerateOptions:
     # Put before the generated text (the prompt, with return_full_text).
     prefix: str
     seed: int | None
+    # top_n_tokens: alternatives shown per token (0: none, and `top_tokens` is null).
+    top_n: int = 0
 
 
 def finish_reason(reason: str) -> str:
@@ -104,33 +110,44 @@ def generate_request(body: dict[str, Any], stream: bool | None = None
     if p.get("grammar") is not None:
         raise EdgeError.bad_request("'parameters.grammar' is not supported by this gateway",
                                     param="parameters.grammar")
+    top_n = p.int("top_n_tokens", 1, 20)
     # Accepted for compatibility, with no effect here.
     p.int("truncate", 1)
-    p.int("top_n_tokens", 1)
     p.bool("watermark")
     p.bool("decoder_input_details")
     p.str("adapter_id")
-    req = pb.CompletionRequest(model=MODEL, prompt=inputs, params=params, include_usage=True)
+    req = pb.CompletionRequest(model=MODEL, prompt=inputs, params=params, include_usage=True,
+                               logprobs=top_n or 0)
     opts = GenerateOptions(
         stream=bool(f.bool("stream", False)) if stream is None else stream,
         details=bool(p.bool("details", False)),
         prefix=inputs if p.bool("return_full_text", False) else "",
         seed=seed,
+        top_n=top_n or 0,
     )
     return req, opts
+
+
+def token_json(t: pb.TokenLogprob) -> dict[str, Any]:
+    return {"id": t.id, "text": t.token, "logprob": t.logprob if t.HasField("logprob") else None,
+            "special": t.special}
 
 
 def generate_response(resp: pb.CompletionResponse, opts: GenerateOptions) -> dict[str, Any]:
     choice = resp.choices[0] if resp.choices else pb.CompletionChoice()
     out: dict[str, Any] = {"generated_text": opts.prefix + choice.text}
     if opts.details:
+        tokens = choice.logprobs.tokens
         out["details"] = {
             "finish_reason": finish_reason(choice.finish_reason),
             "generated_tokens": resp.usage.completion_tokens,
             "seed": opts.seed,
             "prefill": [],
-            "tokens": [],
+            "tokens": [token_json(t) for t in tokens],
         }
+        if opts.top_n:
+            out["details"]["top_tokens"] = [[token_json(x) for x in t.top_logprobs]
+                                            for t in tokens]
     return out
 
 
@@ -149,8 +166,13 @@ def stream_error(err: EdgeError, request_id: str) -> bytes:
     return frame(orjson.dumps(error_json(err, request_id)))
 
 
+# One event's token: (text, id, logprob, special, alternatives).
+_Token = tuple[str, int, float | None, bool, list[dict[str, Any]]]
+
+
 class GenerateEncoder:
-    """CompletionChunk → TGI stream events; the last carries ``generated_text`` and ``details``."""
+    """CompletionChunk → TGI stream events, one per token; the last carries ``generated_text`` and
+    ``details``."""
 
     __slots__ = ("index", "opts", "state", "text")
 
@@ -160,26 +182,44 @@ class GenerateEncoder:
         self.index = 0
         self.text: list[str] = []
 
-    def _event(self, text: str, special: bool) -> dict[str, Any]:
+    def _tokens(self, c: pb.CompletionChunk) -> list[_Token]:
+        out: list[_Token] = []
+        for ch in c.choices:
+            if ch.index != 0:
+                continue
+            if ch.logprobs.tokens:
+                out.extend((t.token, t.id, t.logprob if t.HasField("logprob") else None,
+                            t.special, [token_json(x) for x in t.top_logprobs])
+                           for t in ch.logprobs.tokens)
+            elif ch.text:
+                out.append((ch.text, 0, None, False, []))
+        return out
+
+    def _event(self, token: _Token) -> dict[str, Any]:
+        text, tid, logprob, special, top = token
         self.index += 1
-        self.text.append(text)
+        if not special:
+            self.text.append(text)
         return {"index": self.index,
-                "token": {"id": 0, "text": text, "logprob": None, "special": special},
-                "top_tokens": None, "generated_text": None, "details": None}
+                "token": {"id": tid, "text": text, "logprob": logprob, "special": special},
+                "top_tokens": top if self.opts.top_n else None, "generated_text": None,
+                "details": None}
 
     def encode(self, c: pb.CompletionChunk) -> bytes:
-        text = "".join(ch.text for ch in c.choices if ch.index == 0)
+        tokens = self._tokens(c)
         if not c.HasField("usage"):
-            return frame(orjson.dumps(self._event(text, False))) if text else b""
+            return b"".join(frame(orjson.dumps(self._event(t))) for t in tokens)
         openai_wire.record_usage(self.state, c.usage)
         reason = next((ch.finish_reason for ch in c.choices if ch.finish_reason), "stop")
-        event = self._event(text, special=not text)
+        last = tokens.pop() if tokens else ("", 0, None, True, [])
+        data = b"".join(frame(orjson.dumps(self._event(t))) for t in tokens)
+        event = self._event(last)
         event["generated_text"] = self.opts.prefix + "".join(self.text)
         if self.opts.details:
             event["details"] = {"finish_reason": finish_reason(reason),
                                 "generated_tokens": c.usage.completion_tokens,
                                 "seed": self.opts.seed, "input_length": c.usage.prompt_tokens}
-        return frame(orjson.dumps(event))
+        return data + frame(orjson.dumps(event))
 
     def end(self) -> bytes:
         return b""

@@ -184,6 +184,12 @@ class FakeTGI(FakeServer):
             "prefill": [], "tokens": [{"id": i, "text": t, "logprob": -0.5, "special": False}
                                       for i, t in enumerate(tokens)]}})
 
+    @staticmethod
+    def _top(body: dict[str, Any], i: int, text: str) -> list[dict[str, Any]] | None:
+        n = (body.get("parameters") or {}).get("top_n_tokens")
+        return [{"id": i, "text": text, "logprob": -0.5 - k, "special": False}
+                for k in range(n)] if n else None
+
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
         body = await self.receive(request)
         if (err := self._validate(body.get("parameters") or {})) is not None:
@@ -192,6 +198,7 @@ class FakeTGI(FakeServer):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         try:
+            last = len(tokens) - 1 if reason != "eos_token" else len(tokens)
             for i, text in enumerate(tokens):
                 if self.token_delay or body["inputs"] == "endless":
                     await asyncio.sleep(self.token_delay or 0.01)
@@ -199,22 +206,21 @@ class FakeTGI(FakeServer):
                     await resp.write(b'data:{"error":"Request failed during generation: CUDA'
                                      b' OOM","error_type":"generation"}\n\n')
                     return resp
+                if i == last:
+                    break
                 event = {"index": i + 1, "token": {"id": i, "text": text, "logprob": -0.5,
                                                    "special": False},
-                         "generated_text": None, "details": None}
+                         "top_tokens": self._top(body, i, text), "generated_text": None,
+                         "details": None}
                 await resp.write(b"data:" + orjson.dumps(event) + b"\n\n")
-            if reason == "eos_token":
-                final = {"index": len(tokens) + 1,
-                         "token": {"id": 2, "text": "</s>", "logprob": -0.1, "special": True},
-                         "generated_text": "".join(tokens),
-                         "details": {"finish_reason": reason, "generated_tokens": len(tokens) + 1,
-                                     "seed": None, "input_length": 4}}
-            else:
-                final = {"index": len(tokens), "token": {"id": 9, "text": "", "logprob": -0.1,
-                                                         "special": True},
-                         "generated_text": "".join(tokens),
-                         "details": {"finish_reason": reason, "generated_tokens": len(tokens),
-                                     "seed": None, "input_length": 4}}
+            # TGI's last event is the last token (the end-of-sequence token when the model
+            # stopped by itself) with the whole text and the details.
+            token = {"id": 2, "text": "</s>", "logprob": -0.1, "special": True} \
+                if reason == "eos_token" else {"id": last, "text": tokens[last], "logprob": -0.5,
+                                               "special": False}
+            final = {"index": last + 1, "token": token, "generated_text": "".join(tokens),
+                     "details": {"finish_reason": reason, "generated_tokens": last + 1,
+                                 "seed": None, "input_length": 4}}
             await resp.write(b"data:" + orjson.dumps(final) + b"\n\n")
             await resp.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):

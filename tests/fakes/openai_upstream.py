@@ -15,6 +15,8 @@ behaviour is chosen by the request's ``model`` field:
 - ``mid-error``: a stream that sends two chunks and then an ``{"error": ...}`` event
 - ``endless``: a stream that never ends (one token every 10 ms) until the client goes away
 
+Completion streams honour ``logprobs`` (vLLM's shape: each event's token with its log-probability).
+
 Everything it received is kept in ``requests``; ``disconnected`` is set when a client goes away
 before its stream ended.
 """
@@ -203,15 +205,22 @@ class FakeOpenAI:
             return web.json_response(resp)
         resp_s = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp_s.prepare(request)
+        top = body.get("logprobs")
+        offset = 0
         try:
             for i, word in enumerate(words):
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
                 last = i == len(words) - 1
+                text = word if i == 0 else " " + word
+                logprobs = None if top is None else {  # vLLM's shape, one token per event
+                    "tokens": [text], "token_logprobs": [-0.25], "text_offset": [offset],
+                    "top_logprobs": [{text: -0.25}] if top else None}
+                offset += len(text)
                 await resp_s.write(b"data: " + orjson.dumps({
                     "id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
-                    "choices": [{"index": 0, "text": word if i == 0 else " " + word,
-                                 "logprobs": None, "finish_reason": reason if last else None}],
+                    "choices": [{"index": 0, "text": text, "logprobs": logprobs,
+                                 "finish_reason": reason if last else None}],
                 }) + b"\n\n")
             await resp_s.write(b"data: [DONE]\n\n")
             await resp_s.write_eof()
