@@ -188,3 +188,8 @@ def test_edge_and_core_agree_on_the_trailer_keys() -> None:
                  "RETRY_AFTER_KEY"):
         assert getattr(edge_errors, name) == getattr(core_errors, name), name
 
+
+async def test_unreachable_upstream_is_not_named(gw: Gateway) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        await client(gw).chat.completions.create(model="fake-refused", messages=MESSAGES)
+    assert "unreachable" in info.value.message and "127.0.0.1" not in info.value.message

@@ -116,7 +116,7 @@ def _retry_after(headers: Mapping[str, str] | None) -> str | None:
 
 
 def _shown_url(url: str) -> str:
-    """An upstream URL fit for an error message: no credentials, no query string."""
+    """An upstream URL fit for the log: no credentials, no query string."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
@@ -154,8 +154,9 @@ def status_error(status: int, body: bytes, url: str, *, api_key: str | None = No
             " api_key_env", kind="auth",
         )
     if status == 404:
-        return UpstreamError(f"upstream has no such route or model (HTTP 404 from {_shown_url(url)})",
-                             kind="status")
+        log.warning("upstream %s answered 404", _shown_url(url))
+        return UpstreamError(f"upstream has no such route or model (HTTP 404 for"
+                             f" {urlsplit(url).path})", kind="status")
     return UpstreamError(f"upstream failed with HTTP {status}{suffix}", kind="status")
 
 
@@ -171,8 +172,7 @@ def _headers(base: Mapping[str, str], call: Call, api_key: str | None) -> dict[s
 def _connect_error(url: str, exc: BaseException) -> UpstreamError:
     origin = "/".join(url.split("/", 3)[:3])
     log.warning("upstream %s unreachable: %s", origin, exc)
-    return UpstreamError(f"upstream {origin} is unreachable ({exc.__class__.__name__})",
-                         kind="connect")
+    return UpstreamError(f"upstream is unreachable ({exc.__class__.__name__})", kind="connect")
 
 
 async def request_json(
