@@ -66,7 +66,7 @@ async def gw(servers: dict[str, Any], gateway_factory: GatewayFactory) -> Gatewa
         m("tei-embed", "embedding", "tei", tei),
         m("tei-rerank", "rerank", "tei", tei),
         m("tei-classify", "classification", "tei", tei),
-        m("tgi", "chat", "tgi", tgi),
+        m("tgi", "chat", "tgi", tgi, tasks=["completion"]),
         m("tgi-templated", "chat", "tgi", tgi, options={
             "chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"}),
         m("ml-columns", "predict", "mlflow", ml, options={"signature": COLUMNS_SIGNATURE}),
