@@ -63,7 +63,7 @@ class ModelEntry:
             id=c.id, task=TASK_ENUM[c.task], provider=c.provider,
             upstream_model=c.upstream_model or c.id, owned_by=c.owned_by,
             created=self.provider.created, aliases=[*c.aliases, *self.extra_aliases],
-            status="ready",
+            status="ready", tasks=[TASK_ENUM[t] for t in self.tasks],
         )
 
 

@@ -60,6 +60,18 @@ async def test_a_model_declaring_both_tasks_answers_both(gw: Gateway) -> None:
                                        "'embedding'")
 
 
+async def test_models_list_shows_the_served_tasks(gw: Gateway) -> None:
+    by_id = {m.id: m.model_extra async for m in client(gw).models.list()}
+    assert by_id["both"] == {"task": "chat", "tasks": ["chat", "completion"]}
+    assert by_id["chat-only"] == {"task": "chat", "tasks": ["chat"]}
+    async with grpc.aio.insecure_channel(gw.grpc_target) as ch:
+        models = pb_grpc.ModelsStub(ch)
+        got = await models.GetModel(pb.GetModelRequest(id="both"), timeout=5)
+        assert list(got.tasks) == [pb.TASK_CHAT, pb.TASK_COMPLETION]
+        listed = await models.ListModels(pb.ListModelsRequest(task=pb.TASK_COMPLETION), timeout=5)
+        assert [m.id for m in listed.models] == ["both", "completion-only"]
+
+
 async def _post(gw: Gateway, path: str, body: Any) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s, s.post(gw.http + path, json=body) as r:
         return r.status, await r.json()
