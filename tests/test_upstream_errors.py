@@ -170,6 +170,10 @@ def test_upstream_address_and_credentials_never_reach_the_caller() -> None:
                        api_key="sk-live-123")
     assert "vllm-7.internal" not in err.message and "sk-live" not in err.message
     assert "10.1.2.3" not in err.message and "pw" not in err.message
+    # Scrubbed before it is cut: no prefix of a key survives at the cut.
+    cut = status_error(400, orjson.dumps({"error": {"message": "x" * 295 + " sk-live-123"}}),
+                       "http://u/v1", api_key="sk-live-123")
+    assert "sk-" not in cut.message
     # Fields that are not printable ASCII of at most 128 characters stay out.
     assert err.trailers() == (("igw-reason", "upstream_rejected"),)
 

@@ -53,21 +53,23 @@ def _error_object(body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def upstream_message(body: bytes) -> str:
-    """The human message in an upstream error body (OpenAI, TGI, FastAPI shapes), never a dump."""
-    data = _error_object(body)
-    return _message_of(data) if data is not None else ""
-
-
 def _message_of(data: dict[str, Any]) -> str:
+    """The first line of the human message in an upstream error body (OpenAI, TGI, FastAPI
+    shapes), never a dump."""
     err = data.get("error", data.get("detail", data.get("message")))
     if isinstance(err, dict):
         err = err.get("message")
     if isinstance(err, list):  # FastAPI validation errors
         err = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in err)
     if isinstance(err, str):
-        return _short(err.splitlines()[0] if err else err)
+        return err.splitlines()[0] if err else err
     return ""
+
+
+def _detail(data: dict[str, Any] | None, url: str, api_key: str | None) -> str:
+    """The upstream's message fit for the caller: scrubbed (before it is cut, so that no part
+    of a secret is left), then at most ``_MAX_ERROR_CHARS``."""
+    return _short(_scrubbed(_message_of(data), url, api_key)) if data is not None else ""
 
 
 def _fields_of(data: dict[str, Any]) -> ErrorFields:
@@ -95,9 +97,11 @@ def _scrubbed(text: str, url: str, api_key: str | None) -> str:
     if api_key:
         text = text.replace(api_key, "***")
     parts = urlsplit(url)
-    for secret in (parts.password, parts.netloc, parts.hostname):
-        if secret:
-            text = text.replace(secret, "<upstream>")
+    if parts.password:
+        text = text.replace(parts.password, "***")
+    for name in (parts.netloc, parts.hostname):
+        if name:  # as a whole name only: "vllm" in "vllm-7" or "vllm_config" is left alone
+            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", "<upstream>", text)
     text = _BEARER.sub(r"\1 ***", text)
     return _IPV4.sub("<address>", text)
 
@@ -138,7 +142,7 @@ def status_error(status: int, body: bytes, url: str, *, api_key: str | None = No
     credentials reach the caller.
     """
     data = _error_object(body)
-    detail = _scrubbed(_message_of(data), url, api_key) if data is not None else ""
+    detail = _detail(data, url, api_key)
     suffix = f": {detail}" if detail else ""
     if status == 429:
         fields = dataclasses.replace(_fields_of(data) if data is not None else NO_FIELDS,
@@ -270,7 +274,7 @@ def _event(payload: bytes, url: str, api_key: str | None) -> Any:
         raise UpstreamError("upstream sent a stream event that is not JSON",
                             kind="protocol") from exc
     if isinstance(data, dict) and "error" in data and "choices" not in data:
-        detail = _scrubbed(_message_of(data), url, api_key)
+        detail = _detail(data, url, api_key)
         raise UpstreamError(f"upstream failed mid-stream: {detail or 'unknown error'}",
                             kind="status", fields=_fields_of(data))
     return data
