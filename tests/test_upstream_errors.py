@@ -14,6 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from gateway_core import errors as core_errors
+from gateway_core.providers import http as providers_http
 from gateway_core.providers.http import status_error
 from http_edge import errors as edge_errors
 from inference_gateway.v1 import inference_pb2 as pb
@@ -197,3 +198,8 @@ async def test_unreachable_upstream_is_not_named(gw: Gateway) -> None:
     with pytest.raises(openai.InternalServerError) as info:
         await client(gw).chat.completions.create(model="fake-refused", messages=MESSAGES)
     assert "unreachable" in info.value.message and "127.0.0.1" not in info.value.message
+
+
+def test_every_upstream_refusal_reason_is_in_the_edge_table() -> None:
+    for status, reason in providers_http._REJECTED_REASONS.items():
+        assert edge_errors.REASON_TABLE[reason].status == status
