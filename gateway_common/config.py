@@ -142,6 +142,9 @@ class ModelConfig:
     id: str
     task: TaskName
     provider: str
+    # Other tasks it serves besides ``task`` (a vLLM model: [chat, completion]); ``task`` is the
+    # one ``/v1/models`` reports first and the one a request of no other listed task must match.
+    tasks: list[TaskName] = field(default_factory=list)
     # Base URL of the upstream (e.g. http://vllm:8000/v1); not needed by the mock provider.
     upstream_url: str | None = None
     # The model name sent upstream (defaults to id).

@@ -8,8 +8,47 @@ can raise them without knowing the transport.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 REASON_KEY = "igw-reason"
 UPSTREAM_SECONDS_KEY = "igw-upstream-seconds"
+# An upstream's own error fields (OpenAI's ``type``, ``param`` and ``code``), trailers present only
+# when the upstream gave them as strings (see ``ErrorFields``).
+ERROR_TYPE_KEY = "igw-error-type"
+ERROR_PARAM_KEY = "igw-error-param"
+ERROR_CODE_KEY = "igw-error-code"
+# How long to wait before retrying, as an upstream's 429 said it (HTTP ``Retry-After``'s value).
+RETRY_AFTER_KEY = "retry-after"
+MAX_FIELD_CHARS = 128
+
+
+def trailer_value(value: object) -> str | None:
+    """``value`` when it can travel as a trailer: a non-empty string of printable ASCII, at most
+    ``MAX_FIELD_CHARS`` long. Anything else (llama.cpp's integer ``code``, which repeats the HTTP
+    status; text with newlines or non-ASCII) is None: absent rather than mangled."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_FIELD_CHARS and value.isascii() \
+            and value.isprintable():
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFields:
+    """What an upstream said about its error besides the message: OpenAI's ``type``, ``param``
+    and ``code``, each a ``trailer_value`` or None, and its ``Retry-After``."""
+
+    type: str | None = None
+    param: str | None = None
+    code: str | None = None
+    retry_after: str | None = None
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        pairs = ((ERROR_TYPE_KEY, self.type), (ERROR_PARAM_KEY, self.param),
+                 (ERROR_CODE_KEY, self.code), (RETRY_AFTER_KEY, self.retry_after))
+        return tuple((k, v) for k, v in pairs if v is not None)
+
+
+NO_FIELDS = ErrorFields()
 
 
 class GatewayError(Exception):
@@ -18,11 +57,18 @@ class GatewayError(Exception):
     code: str = "INTERNAL"
     reason: str = "internal"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None,
+                 fields: ErrorFields = NO_FIELDS) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        # The upstream's own error fields, passed on to the caller as trailers.
+        self.fields = fields
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        """The trailing metadata of the aborted RPC: the reason, then the upstream's fields."""
+        return ((REASON_KEY, self.reason), *self.fields.trailers())
 
 
 class InvalidRequest(GatewayError):
@@ -79,14 +125,17 @@ class UpstreamError(GatewayError):
     code = "UNAVAILABLE"
     reason = "upstream_error"
 
-    def __init__(self, message: str, *, kind: str = "error", reason: str | None = None) -> None:
-        super().__init__(message, reason=reason)
+    def __init__(self, message: str, *, kind: str = "error", reason: str | None = None,
+                 fields: ErrorFields = NO_FIELDS) -> None:
+        super().__init__(message, reason=reason, fields=fields)
         # Bounded label for metrics: connect, status, protocol, timeout.
         self.kind = kind
 
 
 class UpstreamRejected(GatewayError):
-    """The upstream refused the request as invalid (4xx): the caller's fault, passed on as 400."""
+    """The upstream refused the request as invalid (400, 413, 422): the caller's fault. The
+    reason keeps the upstream's status for HTTP callers: ``upstream_rejected`` (400),
+    ``upstream_too_large`` (413), ``upstream_unprocessable`` (422)."""
 
     code = "INVALID_ARGUMENT"
     reason = "upstream_rejected"

@@ -131,7 +131,7 @@ async def _abort(context: aio.ServicerContext[Any, Any], exc: BaseException) -> 
         if isinstance(exc, UpstreamError):
             UPSTREAM_ERRORS.labels(current_model.get() or "unknown", exc.kind).inc()
         await context.abort(
-            grpc.StatusCode[exc.code], exc.message, trailing_metadata=((REASON_KEY, exc.reason),)
+            grpc.StatusCode[exc.code], exc.message, trailing_metadata=exc.trailers()
         )
     log.error("unhandled error in RPC (request id %s)", current_request_id.get() or "-",
               exc_info=exc)

@@ -31,8 +31,6 @@ TASK_ENUM: dict[str, pb.Task] = {
 }
 TASK_NAME = {v: k for k, v in TASK_ENUM.items()}
 
-# Requests of a task that a model of another task also serves: an LLM does chat and completion.
-_ALSO_SERVES = {"chat": {"completion"}, "completion": {"chat"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +46,16 @@ class ModelEntry:
     def id(self) -> str:
         return self.config.id
 
-    def serves(self, task: str) -> bool:
-        return task == self.config.task or task in _ALSO_SERVES.get(self.config.task, ())
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks it serves: its ``task``, then the others its config lists in ``tasks``."""
+        return tuple(dict.fromkeys((self.config.task, *self.config.tasks)))
+
+    def serves(self, task: str, *, generate: bool = False) -> bool:
+        """Whether a request of ``task`` may use this model. ``generate``: a completion request
+        that is text generation on the model itself (the TGI routes, the oicm ``inputs`` form),
+        which a chat model serves with its completion whatever its ``tasks``."""
+        return task in self.tasks or (generate and task == "completion" and "chat" in self.tasks)
 
     def to_proto(self) -> pb.Model:
         c = self.config
@@ -57,7 +63,7 @@ class ModelEntry:
             id=c.id, task=TASK_ENUM[c.task], provider=c.provider,
             upstream_model=c.upstream_model or c.id, owned_by=c.owned_by,
             created=self.provider.created, aliases=[*c.aliases, *self.extra_aliases],
-            status="ready",
+            status="ready", tasks=[TASK_ENUM[t] for t in self.tasks],
         )
 
 
@@ -132,7 +138,8 @@ class ModelRegistry:
             raise NotFound(f"the endpoint '{shown}' does not exist", reason="endpoint_not_found")
         return ids
 
-    def resolve(self, name: str, task: str, endpoint: str | None = None) -> ModelEntry:
+    def resolve(self, name: str, task: str, endpoint: str | None = None, *,
+                generate: bool = False) -> ModelEntry:
         served = self.endpoint(endpoint) if endpoint is not None else None
         entry = self.get(name)
         if served is not None and entry.id not in served:
@@ -140,10 +147,10 @@ class ModelRegistry:
                 f"the model '{name[:200]}' is not served by the endpoint '{endpoint}'"
                 f" (it serves: {', '.join(served)})"
             )
-        if not entry.serves(task):
-            raise TaskMismatch(
-                f"model '{entry.id}' serves the task '{entry.config.task}', not '{task}'"
-            )
+        if not entry.serves(task, generate=generate):
+            noun = "task" if len(entry.tasks) == 1 else "tasks"
+            names = ", ".join(f"'{t}'" for t in entry.tasks)
+            raise TaskMismatch(f"model '{entry.id}' serves the {noun} {names}, not '{task}'")
         return entry
 
     def entries(self) -> list[ModelEntry]:

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
+# The core's error trailers (``gateway_core.errors`` defines them; the edge does not import the
+# core, and a test checks that the two agree).
 REASON_KEY = "igw-reason"
+ERROR_TYPE_KEY = "igw-error-type"
+ERROR_PARAM_KEY = "igw-error-param"
+ERROR_CODE_KEY = "igw-error-code"
+RETRY_AFTER_KEY = "retry-after"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,10 @@ REASON_TABLE: dict[str, ErrorKind] = {
                                         retry=False),
     "upstream_error": ErrorKind(502, "upstream_error", "bad_gateway"),
     "upstream_rejected": ErrorKind(400, "invalid_request_error", "upstream_rejected", False),
+    # The upstream's 413 and 422 keep their status (its 400 is upstream_rejected).
+    "upstream_too_large": ErrorKind(413, "invalid_request_error", "payload_too_large", False),
+    "upstream_unprocessable": ErrorKind(422, "invalid_request_error", "unprocessable_entity",
+                                        retry=False),
     "upstream_timeout": ErrorKind(504, "timeout_error", "timeout", retry=False),
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
     "overloaded": ErrorKind(503, "overloaded_error", "overloaded"),
@@ -78,14 +88,23 @@ HTTP_KINDS: dict[int, ErrorKind] = {
 
 
 class EdgeError(Exception):
-    """An error to answer in the request's dialect."""
+    """An error to answer in the request's dialect.
+
+    ``type`` and ``code`` are the kind's unless the upstream named its own (an upstream's
+    ``{"error": {"type", "param", "code"}}`` reaches the client as it was); ``retry_after`` is
+    sent as the ``Retry-After`` header.
+    """
 
     def __init__(self, kind: ErrorKind, message: str, *, param: str | None = None,
-                 reason: str | None = None) -> None:
+                 reason: str | None = None, type: str | None = None, code: str | None = None,
+                 retry_after: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.param = param
+        self.type = type or kind.type
+        self.code = code or kind.code
+        self.retry_after = retry_after
         # Bounded label for metrics.
         self.reason = reason or kind.code or kind.type
 
@@ -105,11 +124,9 @@ class EdgeError(Exception):
 def from_rpc_error(exc: aio.AioRpcError) -> EdgeError:
     """The edge's view of a failed core call."""
     code = exc.code()
-    reason = ""
-    for key, value in exc.trailing_metadata() or ():
-        if key == REASON_KEY:
-            reason = str(value)
-            break
+    trailers = {key: value for key, value in exc.trailing_metadata() or ()
+                if isinstance(value, str)}
+    reason = trailers.get(REASON_KEY, "")
     kind = REASON_TABLE.get(reason) or STATUS_TABLE.get(code) or STATUS_TABLE[grpc.StatusCode.UNKNOWN]
     message = exc.details() or code.name.lower()
     if code == grpc.StatusCode.UNAVAILABLE and not reason:
@@ -117,4 +134,6 @@ def from_rpc_error(exc: aio.AioRpcError) -> EdgeError:
         reason = "core_unavailable"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED and not reason:
         message = "the request timed out (deadline exceeded)"
-    return EdgeError(kind, message, reason=reason or code.name.lower())
+    return EdgeError(kind, message, reason=reason or code.name.lower(),
+                     param=trailers.get(ERROR_PARAM_KEY), type=trailers.get(ERROR_TYPE_KEY),
+                     code=trailers.get(ERROR_CODE_KEY), retry_after=trailers.get(RETRY_AFTER_KEY))

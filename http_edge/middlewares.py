@@ -85,6 +85,8 @@ def error_response(request: web.Request, err: EdgeError) -> web.Response:
     resp = web.Response(status=err.status, body=body, content_type="application/json")
     if not err.kind.retry:
         resp.headers["x-should-retry"] = "false"
+    if err.retry_after is not None:
+        resp.headers["Retry-After"] = err.retry_after
     if err.status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
     return resp

@@ -15,6 +15,16 @@ from http_edge.state import ROUTE_DIALECTS, STATE, Dialect
 
 T = TypeVar("T")
 
+# Marks a completion request as text generation on the model itself (the TGI routes, the oicm
+# ``inputs`` form): the core lets a chat model serve it (``gateway_core.servicers.inference``).
+GENERATE_KEY = "igw-generate"
+Metadata = tuple[tuple[str, str], ...]
+
+
+def generating(metadata: Metadata) -> Metadata:
+    """``metadata`` with the text-generation mark added."""
+    return (*metadata, (GENERATE_KEY, "1"))
+
 
 def add_routes(
     app: web.Application, dialect: Dialect, routes: Sequence[tuple[str, str, Handler]]

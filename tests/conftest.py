@@ -59,9 +59,10 @@ def fake_models(upstream_url: str) -> list[dict[str, Any]]:
         "fake-miderror": "mid-error",
         "fake-endless": "endless",
     }
+    # The fake answers both, as vLLM does; the mock models serve their task only.
     models: list[dict[str, Any]] = [
-        {"id": gid, "task": "chat", "provider": "openai", "upstream_url": upstream_url,
-         "upstream_model": up}
+        {"id": gid, "task": "chat", "tasks": ["chat", "completion"], "provider": "openai",
+         "upstream_url": upstream_url, "upstream_model": up}
         for gid, up in behaviours.items()
     ]
     models.append({"id": "fake-refused", "task": "chat", "provider": "openai",

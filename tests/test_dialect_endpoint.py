@@ -12,14 +12,15 @@ import pytest
 from tests.conftest import Gateway, GatewayFactory, base_config
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
-ENDPOINTS = {"ep-1": ["fake-chat", "mock-chat", "fake-miderror"], "ep-2": ["mock-chat"],
-             "ep-emb": ["mock-embedding"]}
+ENDPOINTS = {"ep-1": ["fake-chat", "mock-chat", "fake-miderror", "mock-completion"],
+             "ep-2": ["mock-chat"], "ep-emb": ["mock-embedding"]}
 
 
 @pytest.fixture
 async def gw(upstream: FakeOpenAI, gateway_factory: GatewayFactory) -> Gateway:
-    return await gateway_factory(base_config(
-        upstream.base_url, endpoints=ENDPOINTS, limits={"max_prompt_chars": 2000}))
+    config = base_config(upstream.base_url, endpoints=ENDPOINTS, limits={"max_prompt_chars": 2000})
+    config["models"].append({"id": "mock-completion", "task": "completion", "provider": "mock"})
+    return await gateway_factory(config)
 
 
 def client(gw: Gateway, endpoint_id: str) -> openai.AsyncOpenAI:
@@ -53,16 +54,17 @@ async def test_stream_and_completions(gw: Gateway) -> None:
             text += chunk.choices[0].delta.content or ""
         usage = chunk.usage or usage
     assert text == REPLY and usage is not None
-    done = await c.completions.create(model="mock-chat", prompt="Once upon", max_tokens=3)
+    done = await c.completions.create(model="mock-completion", prompt="Once upon", max_tokens=3)
     assert done.choices[0].text == "This is a" and done.choices[0].finish_reason == "length"
     pieces = [ch.choices[0].text async for ch in await c.completions.create(
-        model="mock-chat", prompt="Once upon", stream=True) if ch.choices]
+        model="mock-completion", prompt="Once upon", stream=True) if ch.choices]
     assert "".join(pieces) == "This is a mock reply to: Once upon"
 
 
 async def test_models_lists_the_endpoints_models_only(gw: Gateway) -> None:
     ids = [m.id async for m in client(gw, "ep-1").models.list()]
-    assert ids == ["fake-chat", "fake-miderror", "mock-chat"]  # config order of the models
+    # config order of the models
+    assert ids == ["fake-chat", "fake-miderror", "mock-chat", "mock-completion"]
     assert [m.id async for m in client(gw, "ep-2").models.list()] == ["mock-chat"]
 
 
@@ -119,7 +121,7 @@ async def test_raw_http_bad_inputs(gw: Gateway) -> None:
         "model": "mock-chat", "messages": [{"role": "user", "content": "x" * 2001}]})
     assert status == 413
     assert body["error"]["message"] == "the prompt is 2001 characters long; the limit is 2000"
-    status, body = await raw(gw, "POST", f"{base}/completions", {"model": "mock-chat",
+    status, body = await raw(gw, "POST", f"{base}/completions", {"model": "mock-completion",
                                                                 "prompt": "y" * 2001})
     assert status == 413 and body["error"]["code"] == "payload_too_large"
     status, body = await raw(gw, "GET", "/v2/ep-1/openai/v1/embeddings")

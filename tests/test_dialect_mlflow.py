@@ -167,7 +167,7 @@ async def test_mid_stream_failure_ends_with_the_mlflow_error_event(gw: Gateway) 
 @pytest.mark.parametrize(("path", "body", "status", "fragment"), [
     ("/gateway/nope/invocations", CHAT, 404, "the model 'nope' does not exist"),
     ("/gateway/chat/invocations", {"input": "x"}, 400,
-     "model 'fake-chat' serves the task 'chat', not 'embedding'"),
+     "model 'fake-chat' serves the tasks 'chat', 'completion', not 'embedding'"),
     ("/gateway/embeddings/invocations", CHAT, 400, "serves the task 'embedding', not 'chat'"),
     ("/gateway/chat/invocations", {"text": "x"}, 400,
      "the endpoint 'chat' is an llm/v1/chat endpoint: the body must hold 'messages'"),

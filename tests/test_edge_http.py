@@ -290,6 +290,7 @@ async def test_upstream_404_message_hides_credentials_in_its_url(
     message = payload["error"]["message"]
     assert "HTTP 404" in message and "/missing" in message
     assert "s3cret" not in message and "k3y" not in message and "user" not in message
+    assert "127.0.0.1" not in message  # the path only: never the upstream's address
 
 
 async def test_an_upstream_answer_over_the_bound_is_502(gateway: Gateway,

@@ -122,7 +122,8 @@ async def corpus(request: pytest.FixtureRequest) -> AsyncIterator[CorpusUpstream
 
 async def _gateway(factory: GatewayFactory, corpus: CorpusUpstream) -> Gateway:
     return await factory({"auth": {"enabled": False}, "models": [
-        {"id": f"gw-{name}", "task": "chat", "provider": "openai", "upstream_url": corpus.base_url,
+        {"id": f"gw-{name}", "task": "chat", "tasks": ["chat", "completion"], "provider": "openai",
+         "upstream_url": corpus.base_url,
          "upstream_model": name} for name in CASES]})
 
 

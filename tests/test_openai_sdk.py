@@ -87,8 +87,8 @@ async def test_models_list_and_get(gateway: Gateway) -> None:
     c = client(gateway)
     models = [m async for m in c.models.list()]
     by_id = {m.id: m for m in models}
-    assert by_id["fake-chat"].model_extra == {"task": "chat"}
-    assert by_id["mock-embedding"].model_extra == {"task": "embedding"}
+    assert by_id["fake-chat"].model_extra == {"task": "chat", "tasks": ["chat", "completion"]}
+    assert by_id["mock-embedding"].model_extra == {"task": "embedding", "tasks": ["embedding"]}
     got = await c.models.retrieve("fake-chat")
     assert got.id == "fake-chat" and got.owned_by == "inference-gateway"
     with pytest.raises(openai.NotFoundError):

@@ -66,7 +66,7 @@ async def gw(servers: dict[str, Any], gateway_factory: GatewayFactory) -> Gatewa
         m("tei-embed", "embedding", "tei", tei),
         m("tei-rerank", "rerank", "tei", tei),
         m("tei-classify", "classification", "tei", tei),
-        m("tgi", "chat", "tgi", tgi),
+        m("tgi", "chat", "tgi", tgi, tasks=["completion"]),
         m("tgi-templated", "chat", "tgi", tgi, options={
             "chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"}),
         m("ml-columns", "predict", "mlflow", ml, options={"signature": COLUMNS_SIGNATURE}),
@@ -126,7 +126,9 @@ async def test_tei_embed(gw: Gateway, stub: pb_grpc.InferenceAsyncStub,
     status, body = await post(gw, "/models/tei-embed/proxy/v1/embed", {"inputs": "hi"})
     assert status == 200 and body == [tei_vector("hi")]
     status, body = await post(gw, "/models/tei-embed/proxy/embed", {"inputs": "x" * 300})
-    assert status == 400 and "less than 512 tokens" in body["error"]["message"]
+    # TEI's 413 and its error_type pass through.
+    assert status == 413 and "less than 512 tokens" in body["error"]["message"]
+    assert body["error"]["type"] == "validation"
     status, body = await post(gw, "/models/tei-embed/proxy/embed", {"inputs": "garbage"})
     assert status == 502 and "not JSON" in body["error"]["message"]
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,11 +22,14 @@ import aiohttp
 import orjson
 
 from gateway_core.errors import (
+    NO_FIELDS,
+    ErrorFields,
     GatewayError,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
+    trailer_value,
 )
 from gateway_core.providers.base import Call
 
@@ -39,25 +45,82 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
 
 
-def upstream_message(body: bytes) -> str:
-    """The human message in an upstream error body (OpenAI, TGI, FastAPI shapes), never a dump."""
+def _error_object(body: bytes) -> dict[str, Any] | None:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return ""
-    if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(err, dict):
-            err = err.get("message")
-        if isinstance(err, list):  # FastAPI validation errors
-            err = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in err)
-        if isinstance(err, str):
-            return _short(err.splitlines()[0] if err else err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _message_of(data: dict[str, Any]) -> str:
+    """The first line of the human message in an upstream error body (OpenAI, TGI, FastAPI
+    shapes), never a dump."""
+    err = data.get("error", data.get("detail", data.get("message")))
+    if isinstance(err, dict):
+        err = err.get("message")
+    if isinstance(err, list):  # FastAPI validation errors
+        err = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in err)
+    if isinstance(err, str):
+        return err.splitlines()[0] if err else err
     return ""
 
 
+def _detail(data: dict[str, Any] | None, url: str, api_key: str | None) -> str:
+    """The upstream's message fit for the caller: scrubbed (before it is cut, so that no part
+    of a secret is left), then at most ``_MAX_ERROR_CHARS``."""
+    return _short(_scrubbed(_message_of(data), url, api_key)) if data is not None else ""
+
+
+def _fields_of(data: dict[str, Any]) -> ErrorFields:
+    """OpenAI's ``{"error": {"type", "param", "code"}}`` (vLLM's, llama.cpp's too), or TGI's
+    ``{"error": "...", "error_type"}``. A non-string field (llama.cpp's ``"code": 400``, a copy
+    of the HTTP status) is left out: the gateway's own code stands instead."""
+    err = data.get("error")
+    if isinstance(err, dict):
+        return ErrorFields(type=trailer_value(err.get("type")), param=trailer_value(err.get("param")),
+                           code=trailer_value(err.get("code")))
+    if isinstance(err, str):
+        return ErrorFields(type=trailer_value(data.get("error_type")))
+    return NO_FIELDS
+
+
+# What an upstream's message must not carry to the caller: IPv4 addresses (with a port), bearer
+# credentials. The upstream's own host and API key are removed by name (``_scrubbed``).
+_IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b")
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+\S+", re.IGNORECASE)
+
+
+def _scrubbed(text: str, url: str, api_key: str | None) -> str:
+    """An upstream's message without the upstream's address or credentials (SPEC: client-facing
+    errors never name an upstream address; the log has it)."""
+    if api_key:
+        text = text.replace(api_key, "***")
+    parts = urlsplit(url)
+    if parts.password:
+        text = text.replace(parts.password, "***")
+    for name in (parts.netloc, parts.hostname):
+        if name:  # as a whole name only: "vllm" in "vllm-7" or "vllm_config" is left alone
+            text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", "<upstream>", text)
+    text = _BEARER.sub(r"\1 ***", text)
+    return _IPV4.sub("<address>", text)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> str | None:
+    """The upstream's ``Retry-After`` when well formed: delay-seconds or an HTTP date."""
+    value = trailer_value((headers or {}).get("Retry-After"))
+    if value is None:
+        return None
+    if value.isdigit():
+        return value
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        if parsedate_to_datetime(value) is not None:
+            return value
+    return None
+
+
 def _shown_url(url: str) -> str:
-    """An upstream URL fit for an error message: no credentials, no query string."""
+    """An upstream URL fit for the log: no credentials, no query string."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
@@ -65,22 +128,39 @@ def _shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
-def status_error(status: int, body: bytes, url: str) -> GatewayError:
-    """Map an upstream's non-2xx answer to the error the caller should see."""
-    detail = upstream_message(body)
+# An upstream's refusal of the request: its status is kept for HTTP callers through the reason.
+_REJECTED_REASONS = {400: "upstream_rejected", 413: "upstream_too_large",
+                     422: "upstream_unprocessable"}
+
+
+def status_error(status: int, body: bytes, url: str, *, api_key: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> GatewayError:
+    """Map an upstream's non-2xx answer to the error the caller should see.
+
+    A refusal (400, 413, 422) passes on the upstream's own message, ``type``, ``param`` and
+    ``code``; a 429 its message and ``Retry-After``. Neither the upstream's address nor its
+    credentials reach the caller.
+    """
+    data = _error_object(body)
+    detail = _detail(data, url, api_key)
     suffix = f": {detail}" if detail else ""
     if status == 429:
-        return UpstreamRateLimited(f"upstream is rate limiting requests{suffix}")
-    if status in (400, 413, 422):
-        return UpstreamRejected(f"upstream rejected the request (HTTP {status}){suffix}")
+        fields = dataclasses.replace(_fields_of(data) if data is not None else NO_FIELDS,
+                                     retry_after=_retry_after(headers))
+        return UpstreamRateLimited(f"upstream is rate limiting requests{suffix}", fields=fields)
+    if status in _REJECTED_REASONS:
+        return UpstreamRejected(detail or f"upstream rejected the request (HTTP {status})",
+                                reason=_REJECTED_REASONS[status],
+                                fields=_fields_of(data) if data is not None else NO_FIELDS)
     if status in (401, 403):
         return UpstreamError(
             f"upstream refused the gateway's credentials (HTTP {status}); check the model's"
             " api_key_env", kind="auth",
         )
     if status == 404:
-        return UpstreamError(f"upstream has no such route or model (HTTP 404 from {_shown_url(url)})",
-                             kind="status")
+        log.warning("upstream %s answered 404", _shown_url(url))
+        return UpstreamError(f"upstream has no such route or model (HTTP 404 for"
+                             f" {urlsplit(url).path})", kind="status")
     return UpstreamError(f"upstream failed with HTTP {status}{suffix}", kind="status")
 
 
@@ -96,8 +176,7 @@ def _headers(base: Mapping[str, str], call: Call, api_key: str | None) -> dict[s
 def _connect_error(url: str, exc: BaseException) -> UpstreamError:
     origin = "/".join(url.split("/", 3)[:3])
     log.warning("upstream %s unreachable: %s", origin, exc)
-    return UpstreamError(f"upstream {origin} is unreachable ({exc.__class__.__name__})",
-                         kind="connect")
+    return UpstreamError(f"upstream is unreachable ({exc.__class__.__name__})", kind="connect")
 
 
 async def request_json(
@@ -168,7 +247,7 @@ async def request_bytes(
         ) as resp:
             body = await _bounded_body(resp)
             if resp.status >= 300:
-                raise status_error(resp.status, body, url)
+                raise status_error(resp.status, body, url, api_key=api_key, headers=resp.headers)
             return body
     except TimeoutError as exc:
         raise UpstreamTimeout("the upstream did not answer before the request deadline") from exc
@@ -188,16 +267,16 @@ def _data(line: bytes) -> bytes | None:
     return line[5:].strip() or None
 
 
-def _event(payload: bytes) -> Any:
+def _event(payload: bytes, url: str, api_key: str | None) -> Any:
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError("upstream sent a stream event that is not JSON",
                             kind="protocol") from exc
     if isinstance(data, dict) and "error" in data and "choices" not in data:
-        detail = upstream_message(payload)
+        detail = _detail(data, url, api_key)
         raise UpstreamError(f"upstream failed mid-stream: {detail or 'unknown error'}",
-                            kind="status")
+                            kind="status", fields=_fields_of(data))
     return data
 
 
@@ -242,7 +321,8 @@ async def stream_sse_batches(
             timeout=call.client_timeout(),
         )
         if resp.status >= 300:
-            raise status_error(resp.status, await resp.read(), url)
+            raise status_error(resp.status, await resp.read(), url, api_key=api_key,
+                               headers=resp.headers)
         # Whatever has arrived is split into lines at once (one await per read, not per line).
         pending = b""
         async for block in resp.content.iter_any():
@@ -260,7 +340,7 @@ async def stream_sse_batches(
                     if payload == b"[DONE]":
                         done = True
                         break
-                    batch.append(_event(payload))
+                    batch.append(_event(payload, url, api_key))
             except UpstreamError:
                 if batch:
                     yield batch  # what came before the failure still reaches the caller
@@ -277,7 +357,7 @@ async def stream_sse_batches(
             payload = _data(pending)
             if payload is not None and payload != b"[DONE]":
                 paused = loop.time()
-                yield [_event(payload)]
+                yield [_event(payload, url, api_key)]
                 waited += loop.time() - paused
     except TimeoutError as exc:
         raise UpstreamTimeout("the upstream did not finish before the request deadline") from exc

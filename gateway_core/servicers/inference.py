@@ -28,6 +28,9 @@ DEFAULT_DEADLINE_KEY = "igw-default-deadline"
 # Set by the endpoint dialect: the endpoint id the request came through (the core checks that the
 # endpoint exists and serves the model).
 ENDPOINT_KEY = "igw-endpoint"
+# Set by the TGI routes and the oicm ``inputs`` form: the completion request is text generation on
+# the model itself, which a chat model serves whatever its ``tasks`` (``ModelEntry.serves``).
+GENERATE_KEY = "igw-generate"
 
 
 def endpoint_of(context: Ctx) -> str | None:
@@ -35,6 +38,10 @@ def endpoint_of(context: Ctx) -> str | None:
         if key == ENDPOINT_KEY:
             return str(value)
     return None
+
+
+def generate_of(context: Ctx) -> bool:
+    return any(key == GENERATE_KEY for key, _ in context.invocation_metadata() or ())
 
 
 def check_prompt(chars: int, limit: int) -> None:
@@ -93,7 +100,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         return templates.completion_request(request, prompt)
 
     def _route(self, model: str, task: str, context: Ctx) -> tuple[ModelEntry, Call]:
-        entry = self.registry.resolve(model, task, endpoint_of(context))
+        entry = self.registry.resolve(model, task, endpoint_of(context),
+                                      generate=task == "completion" and generate_of(context))
         current_model.set(entry.id)
         return entry, make_call(context, entry)
 

@@ -20,7 +20,7 @@ from http_edge.dialects import oicm_wire as wire
 from http_edge.dialects import openai, openai_tasks, openai_wire
 from http_edge.dialects import tasks_wire as task_wire
 from http_edge.errors import EdgeError
-from http_edge.routing import add_routes, json_response, unary
+from http_edge.routing import add_routes, generating, json_response, unary
 from http_edge.sse import relay
 from http_edge.state import CONFIG, CORE, STATE, Dialect
 from http_edge.upload import read_upload
@@ -57,6 +57,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     core, state = request.app[CORE], request[STATE]
     state.task, state.model = "completion", core.label_for(model)
     timeout, md = core.options(request)
+    md = generating(md)
     if copts.stream:
         stream = core.inference.CompleteStream(creq, timeout=timeout, metadata=md)
         return await relay(request, stream, wire.CompletionAsChatEncoder(state), OICM)

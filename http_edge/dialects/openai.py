@@ -21,8 +21,8 @@ from inference_gateway.v1 import inference_pb2 as pb
 
 
 def error_json(err: EdgeError, request_id: str) -> dict[str, Any]:
-    return {"error": {"message": err.message, "type": err.kind.type, "param": err.param,
-                      "code": err.kind.code}}
+    return {"error": {"message": err.message, "type": err.type, "param": err.param,
+                      "code": err.code}}
 
 
 def stream_error(err: EdgeError, request_id: str) -> bytes:

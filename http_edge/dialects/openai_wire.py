@@ -442,6 +442,7 @@ def model_json(m: pb.Model) -> dict[str, Any]:
         "created": m.created,
         "owned_by": m.owned_by,
         "task": TASKS[m.task - 1] if 0 < m.task <= len(TASKS) else "unknown",
+        "tasks": [TASKS[t - 1] for t in m.tasks if 0 < t <= len(TASKS)],
     }
 
 

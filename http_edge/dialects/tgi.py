@@ -15,7 +15,7 @@ from http_edge.body import read_object
 from http_edge.dialects import openai, openai_wire
 from http_edge.dialects import tgi_wire as wire
 from http_edge.errors import EdgeError
-from http_edge.routing import add_routes, json_response, unary
+from http_edge.routing import add_routes, generating, json_response, unary
 from http_edge.sse import relay
 from http_edge.state import CONFIG, CORE, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
@@ -29,6 +29,7 @@ async def _generate(request: web.Request, body: dict[str, object], *, as_list: b
     req, opts = wire.generate_request(body, stream)
     state.task, state.model = "completion", core.label_for(req.model)
     timeout, metadata = core.options(request)
+    metadata = generating(metadata)
     if opts.stream:
         call = core.inference.CompleteStream(req, timeout=timeout, metadata=metadata)
         return await relay(request, call, wire.GenerateEncoder(state, opts), TGI)

@@ -254,7 +254,7 @@ def chat_response(resp: pb.ChatResponse) -> dict[str, Any]:
 def error_json(err: EdgeError, request_id: str) -> dict[str, Any]:
     return {
         "schema": ERROR_SCHEMA,
-        "error": {"type": err.kind.type, "code": err.kind.code, "message": err.message,
+        "error": {"type": err.type, "code": err.code, "message": err.message,
                   "param": err.param},
         "request_id": request_id,
     }

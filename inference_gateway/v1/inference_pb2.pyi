@@ -755,7 +755,7 @@ class PredictResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., outputs: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., input_schema: _Optional[_Iterable[_Union[SchemaEntry, _Mapping]]] = ..., output_schema: _Optional[_Iterable[_Union[SchemaEntry, _Mapping]]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "task", "provider", "upstream_model", "owned_by", "created", "aliases", "status")
+    __slots__ = ("id", "task", "provider", "upstream_model", "owned_by", "created", "aliases", "status", "tasks")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -764,6 +764,7 @@ class Model(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     task: Task
     provider: str
@@ -772,7 +773,8 @@ class Model(_message.Message):
     created: int
     aliases: _containers.RepeatedScalarFieldContainer[str]
     status: str
-    def __init__(self, id: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ...) -> None: ...
+    tasks: _containers.RepeatedScalarFieldContainer[Task]
+    def __init__(self, id: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, str]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task",)

@@ -11,8 +11,12 @@ behaviour is chosen by the request's ``model`` field:
 - ``garbage``: HTTP 200 with a body that is not JSON
 - ``bad-shape``: HTTP 200 JSON without ``choices``
 - ``error-400``: HTTP 400 with OpenAI's error body
-- ``error-429``: HTTP 429 (the upstream is rate limiting)
+- ``error-400-openai``: HTTP 400 as OpenAI and vLLM say "context too long" (string ``code``)
+- ``error-400-llamacpp``: HTTP 400 as llama.cpp's server says it (integer ``code``)
+- ``error-413``, ``error-422``: those statuses (422 with TGI's ``{"error", "error_type"}``)
+- ``error-429``: HTTP 429 (the upstream is rate limiting), with ``Retry-After: 7``
 - ``mid-error``: a stream that sends two chunks and then an ``{"error": ...}`` event
+- ``mid-error-coded``: the same, the event with OpenAI's ``type``, ``param`` and ``code``
 - ``endless``: a stream that never ends (one token every 10 ms) until the client goes away
 
 Completion streams honour ``logprobs`` (vLLM's shape: each event's token with its log-probability).
@@ -35,6 +39,26 @@ from multidict import CIMultiDict
 from tests.fakes.loopback import serve_app
 
 REPLY = "Deep learning is a branch of machine learning based on neural networks ."
+
+CONTEXT_TOO_LONG = {"error": {
+    "message": "This model's maximum context length is 4096 tokens. However, your messages "
+               "resulted in 5000 tokens. Please reduce the length of the messages.",
+    "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+# Statuses and bodies of upstream refusals, by model name (recorded from each server).
+UPSTREAM_ERRORS: dict[str, tuple[int, Any]] = {
+    "error-400-openai": (400, CONTEXT_TOO_LONG),
+    "error-400-llamacpp": (400, {"error": {
+        "code": 400, "message": "the request exceeds the available context size, try "
+        "increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 5000,
+        "n_ctx": 4096}}),
+    "error-413": (413, {"error": {"message": "request body too large", "type": "invalid_request_error",
+                                  "param": None, "code": "request_too_large"}}),
+    "error-422": (422, {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must "
+                                 "be <= 4096", "error_type": "validation"}),
+}
+MID_STREAM_ERROR = {"error": {"message": "generation stopped: the prompt is too long",
+                              "type": "invalid_request_error", "param": "messages",
+                              "code": "context_length_exceeded"}}
 
 
 @dataclass
@@ -94,7 +118,11 @@ class FakeOpenAI:
             return web.json_response({"id": "x", "object": "chat.completion"})
         if model == "error-429":
             return web.json_response({"error": {"message": "too many requests", "type": "rate_limit",
-                                                "code": 429}}, status=429)
+                                                "code": 429}}, status=429,
+                                     headers={"Retry-After": "7"})
+        if model in UPSTREAM_ERRORS:
+            status, body = UPSTREAM_ERRORS[model]
+            return web.json_response(body, status=status)
         if model == "error-400":
             return web.json_response({"error": {
                 "message": "max_tokens is too large", "type": "BadRequestError", "param": None,
@@ -162,6 +190,9 @@ class FakeOpenAI:
                 if model == "mid-error" and i == 2:
                     await resp.write(b'data: {"error": {"message": "CUDA out of memory", '
                                      b'"type": "InternalServerError", "code": 500}}\n\n')
+                    return resp
+                if model == "mid-error-coded" and i == 2:
+                    await resp.write(b"data: " + orjson.dumps(MID_STREAM_ERROR) + b"\n\n")
                     return resp
                 delay = 0.01 if model == "endless" else (
                     self.slow_seconds if model == "slow-stream" else self.token_delay)
