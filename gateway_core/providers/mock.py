@@ -89,8 +89,8 @@ class MockProvider(Provider):
 
     @staticmethod
     def _last_user(req: pb.ChatRequest) -> str:
-        for m in reversed(req.messages):
-            if m.role == "user":
+        for m in reversed(req.messages):  # a tool's result, after the model called it
+            if m.role in ("user", "tool"):
                 return m.content if not m.parts else " ".join(p.text for p in m.parts)
         return ""
 
