@@ -231,3 +231,22 @@ def test_any_split_into_reads_gives_the_same_stream(chat: bool) -> None:
         assert all(not c.finish_reason or c.index == 0 for chunk in chunks for c in chunk.choices)
         expected = expected or got
         assert got == expected
+
+
+def test_tgi_messages_api_tool_call_arguments_object_becomes_json_text() -> None:
+    """TGI's Messages API writes a call's arguments as a JSON object (and a null description);
+    OpenAI's clients expect the JSON text."""
+    from gateway_core.providers.openai_answers import parse_chat_response
+
+    resp = parse_chat_response({"id": "", "created": 1, "model": "tgi", "choices": [{
+        "index": 0, "finish_reason": "stop", "message": {"role": "assistant", "tool_calls": [{
+            "id": "0", "type": "function", "function": {
+                "description": None, "name": "get_weather",
+                "arguments": {"location": "Paris", "format": "celsius"}}}]}}]}, "m", 3)
+    call = resp.choices[0].message.tool_calls[0]
+    assert orjson.loads(call.function.arguments) == {"location": "Paris", "format": "celsius"}
+    assert not resp.choices[0].message.HasField("content")
+    out = edge_wire.chat_response(resp)["choices"][0]["message"]
+    assert out["content"] is None
+    assert out["tool_calls"] == [{"id": "0", "type": "function", "function": {
+        "name": "get_weather", "arguments": call.function.arguments}}]
