@@ -128,6 +128,10 @@ def gateway_config(upstream: str, workdir: Path, transport: str = "local") -> di
             {"id": "bench-paced", "task": "chat", "provider": "openai", "upstream_url": upstream,
              "upstream_model": "slow-stream"},
             {"id": "bench-mock", "task": "chat", "provider": "mock", "options": {"reply": REPLY}},
+            {"id": "bench-text20", "task": "chat", "provider": "openai", "upstream_url": upstream,
+             "upstream_model": "text-20"},
+            {"id": "bench-tools20", "task": "chat", "provider": "openai", "upstream_url": upstream,
+             "upstream_model": "tool-call-20"},
         ],
     }
 

@@ -9,7 +9,8 @@ trees by, or the gateway with the best plain Python, when a change is a few perc
 
 One run starts the fake upstream (not counted), then the thin proxy and the gateway (``serve``,
 one process), and ``--baseline`` trees, each under ``valgrind --tool=callgrind`` with counting
-off. For each, and for non-streaming then streaming chat requests: warm-up requests, then
+off. For each, and for non-streaming then streaming chat requests (and streams of 20 events: a
+20-token text answer, and one tool call in 20 argument fragments): warm-up requests, then
 counting on for ``--requests`` sequential requests, a dump, counting off. Instructions per request
 are the dump's total over the requests (the server's whole process: aiohttp, our code, the
 interpreter; the client and the upstream are other processes).
@@ -34,9 +35,12 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.bench import Processes, log, start_gateway, wait_healthy
-from benchmarks.loadgen import Target, first_token, session, unary_once
+from benchmarks.loadgen import Target, first_token, session, stream_once, unary_once
 
-KINDS = ("unary", "stream")
+KINDS = ("unary", "stream", "text20", "tools20")
+# The streams of 20 events: (the gateway's model, the upstream's) for a 20-token text answer and
+# for one tool call in 20 argument fragments.
+STREAMS_20 = {"text20": ("bench-text20", "text-20"), "tools20": ("bench-tools20", "tool-call-20")}
 
 
 def callgrind(workdir: Path, name: str) -> list[str]:
@@ -75,8 +79,11 @@ async def count(target: Target, pid: int, workdir: Path, requests: int, warmup: 
     out: dict[str, float] = {}
     async with session(1) as s:
         for kind in KINDS:
-            body = target.body(stream=kind == "stream")
-            one = unary_once if kind == "unary" else first_token
+            model = None
+            if kind in STREAMS_20:
+                model = STREAMS_20[kind][target.name == "thin-proxy"]
+            body = target.body(stream=kind != "unary", model=model)
+            one = {"unary": unary_once, "stream": first_token}.get(kind, stream_once)
             for _ in range(warmup):
                 await one(s, target.chat_url, body)
             before = counting_on(workdir, target.name, pid)
@@ -140,6 +147,8 @@ def report(results: dict[str, dict[str, float]]) -> None:
         if "baseline" in results:
             row += f"{results['gateway'][kind] / results['baseline'][kind]:>9.3f}x"
         print(row)
+    print(f"{'tools20 / text20':<28}" + "".join(
+        f"{results[n]['tools20'] / results[n]['text20']:>13.3f}x" for n in names))
 
 
 def main(argv: list[str] | None = None) -> int:

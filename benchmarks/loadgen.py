@@ -102,6 +102,14 @@ async def unary_once(s: aiohttp.ClientSession, url: str, body: bytes) -> None:
             raise BenchError(f"{url}: HTTP {r.status}: {data[:300]!r}")
 
 
+async def stream_once(s: aiohttp.ClientSession, url: str, body: bytes) -> None:
+    """One stream read whole; it must end with ``[DONE]`` and carry no error."""
+    async with s.post(url, data=body, headers=JSON_HEADERS) as r:
+        data = await r.read()
+        if r.status != 200 or not _stream_ok(data):
+            raise BenchError(f"{url}: HTTP {r.status}: {data[:300]!r}")
+
+
 async def first_token(s: aiohttp.ClientSession, url: str, body: bytes) -> float:
     """Seconds to the first SSE frame with a non-empty token; the rest is read to the end."""
     started = time.perf_counter()

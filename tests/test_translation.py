@@ -250,3 +250,38 @@ def test_tgi_messages_api_tool_call_arguments_object_becomes_json_text() -> None
     assert out["content"] is None
     assert out["tool_calls"] == [{"id": "0", "type": "function", "function": {
         "name": "get_weather", "arguments": call.function.arguments}}]
+
+
+@pytest.mark.parametrize(("patch", "param"), [
+    ({"tools": {"type": "function"}}, "tools"),
+    ({"tools": [{"type": "function", "function": {"description": "no name"}}]},
+     "tools[0].function.name"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": [1]}}]},
+     "tools[0].function.parameters"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]},
+     "tools[0].function.strict"),
+    ({"tool_choice": "sometimes"}, "tool_choice"),
+    ({"tool_choice": 3}, "tool_choice"),
+    ({"top_logprobs": 21}, "top_logprobs"),
+    ({"logprobs": "yes"}, "logprobs"),
+    ({"logit_bias": {"1": 500}}, "logit_bias"),
+    ({"logit_bias": [1]}, "logit_bias"),
+    ({"messages": [{"role": "assistant", "tool_calls": {"id": "x"}}]}, "messages[0].tool_calls"),
+    ({"messages": [{"role": "assistant", "tool_calls": [
+        {"id": "x", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}]},
+     "messages[0].tool_calls[0].function.arguments"),
+    ({"messages": [{"role": "tool", "tool_call_id": 7, "content": "x"}]},
+     "messages[0].tool_call_id"),
+    ({"messages": [{"role": "user", "content": [{"type": 1}]}]}, "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages[0].content[0].image_url.url"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": 5, "format": "wav"}}]}]},
+     "messages[0].content[0].input_audio.data"),
+])
+def test_bad_tool_and_logprob_fields_are_400_naming_the_field(patch: dict[str, Any],
+                                                              param: str) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **patch}
+    with pytest.raises(EdgeError) as info:
+        edge_wire.chat_request(body)
+    assert info.value.status == 400 and info.value.param == param

@@ -171,6 +171,14 @@ def message(msg: dict[str, Any]) -> pb.ChatMessage:
     return m
 
 
+def _answer_tokens(m: pb.ChatMessage) -> int:
+    """Estimated tokens of an answer: its text, refusal, reasoning and tool calls."""
+    return (estimate_tokens(m.content) + estimate_tokens(m.refusal)
+            + estimate_tokens(m.reasoning_content) + estimate_tokens(m.reasoning)
+            + sum(estimate_tokens(t.function.name) + estimate_tokens(t.function.arguments)
+                  for t in m.tool_calls))
+
+
 def _protocol_error(what: str, exc: Exception) -> UpstreamError:
     return UpstreamError(
         f"upstream answered {what} the gateway cannot read ({exc.__class__.__name__})",
@@ -198,7 +206,7 @@ def parse_chat_response(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _protocol_error("a chat completion", exc) from exc
     usage = usage_from_openai(data.get("usage")) or estimated_usage(
-        prompt_tokens, sum(estimate_tokens(c.message.content) for c in resp.choices))
+        prompt_tokens, sum(_answer_tokens(c.message) for c in resp.choices))
     resp.usage.CopyFrom(usage)
     return resp
 

@@ -18,6 +18,8 @@ behaviour is chosen by the request's ``model`` field:
 - ``mid-error``: a stream that sends two chunks and then an ``{"error": ...}`` event
 - ``mid-error-coded``: the same, the event with OpenAI's ``type``, ``param`` and ``code``
 - ``endless``: a stream that never ends (one token every 10 ms) until the client goes away
+- ``text-20``: a 20-token answer; ``tool-call-20``: a stream of one tool call in 20 argument
+  fragments (benchmarks: a tool stream against a text stream of as many events)
 
 Completion streams honour ``logprobs`` (vLLM's shape: each event's token with its log-probability).
 
@@ -39,6 +41,15 @@ from multidict import CIMultiDict
 from tests.fakes.loopback import serve_app
 
 REPLY = "Deep learning is a branch of machine learning based on neural networks ."
+TEXT_20 = ("Deep learning is a branch of machine learning based on neural networks that learn"
+           " layered representations from many examples .")
+# A streamed tool call as vLLM sends it: the header with the first piece, then 19 more pieces.
+_ARGS = '{"city": "Paris", "unit": "celsius", "days": 3, "hourly": false, "lang": "en"}'
+_PIECES = [_ARGS[i * 4:(i + 1) * 4] for i in range(19)] + [_ARGS[76:]]
+TOOL_FRAGMENTS: list[dict[str, Any]] = [
+    {"index": 0, "id": "chatcmpl-tool-0a1b2c", "type": "function",
+     "function": {"name": "get_weather", "arguments": _PIECES[0]}},
+    *({"index": 0, "function": {"arguments": piece}} for piece in _PIECES[1:])]
 
 CONTEXT_TOO_LONG = {"error": {
     "message": "This model's maximum context length is 4096 tokens. However, your messages "
@@ -136,7 +147,7 @@ class FakeOpenAI:
         return None
 
     def _tokens(self, body: dict[str, Any]) -> tuple[list[str], str]:
-        words = REPLY.split(" ")
+        words = REPLY.split(" ") if body.get("model") != "text-20" else TEXT_20.split(" ")
         limit = body.get("max_tokens")
         if isinstance(limit, int) and limit < len(words):
             return words[:limit], "length"
@@ -179,6 +190,10 @@ class FakeOpenAI:
 
         try:
             await resp.write(chunk({"role": "assistant", "content": ""}, None))
+            if model == "tool-call-20":
+                words, reason = [], "tool_calls"
+                for frag in TOOL_FRAGMENTS:
+                    await resp.write(chunk({"tool_calls": [frag]}, None))
             i = 0
             while True:
                 if model == "endless":
