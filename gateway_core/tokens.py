@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from inference_gateway.v1 import inference_pb2 as pb
 
@@ -20,19 +19,6 @@ def estimate_tokens(text: str) -> int:
     if not text:
         return 0
     return sum(1 + (len(p) - 1) // 4 for p in _PIECE.findall(text))
-
-
-def reported_usage(data: Any) -> pb.Usage | None:
-    """An upstream's OpenAI-style ``usage`` object, or None when absent or unreadable."""
-    if not isinstance(data, dict) or not data:
-        return None
-    try:
-        prompt = int(data.get("prompt_tokens") or 0)
-        completion = int(data.get("completion_tokens") or 0)
-        total = int(data.get("total_tokens") or prompt + completion)
-    except (TypeError, ValueError):
-        return None
-    return pb.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 def estimated_usage(prompt_tokens: int | Callable[[], int], completion_tokens: int) -> pb.Usage:
