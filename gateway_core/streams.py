@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
+from gateway_core import openai_answers as answers
 from gateway_core.errors import UpstreamError
-from gateway_core.providers import openai_answers as answers
 from gateway_core.tokens import estimated_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
@@ -29,7 +29,9 @@ _Merged = dict[int, list[Any]]
 
 ChunkT = TypeVar("ChunkT", pb.ChatChunk, pb.CompletionChunk)
 
-_PLAIN_CHOICE = frozenset({"index", "delta", "text", "finish_reason", "logprobs", "stop_reason"})
+_TOP_KEYS = answers.TOP_KEYS
+_CHOICE_KEYS = answers.CHOICE_KEYS
+_PLAIN_CHOICE = frozenset({"index", "delta", "text", "finish_reason", "logprobs"})
 _PLAIN_DELTA = frozenset({"role", "content"})
 _DELTA_KEYS = frozenset({"role", "content", "tool_calls", "refusal", "reasoning_content",
                          "reasoning"})
@@ -73,7 +75,8 @@ class Rich:
         self.reasoning_content: list[str] | None = None
         self.reasoning: list[str] | None = None
         self.refusal: list[str] | None = None
-        self.tools: dict[int, pb.ToolCall] | None = None
+        # Per call index: [id, type, name, argument pieces, unknown fields] (None: not given).
+        self.tools: dict[int, list[Any]] | None = None
         self.logprobs: list[pb.TokenLogprob] | None = None
         self.refusal_logprobs: list[pb.TokenLogprob] | None = None
         self.extra: dict[str, Any] | None = None
@@ -101,11 +104,7 @@ class Rich:
             if self.tools is None:
                 self.tools = {}
             for index, fragment in other.tools.items():
-                mine = self.tools.get(index)
-                if mine is None:
-                    self.tools[index] = fragment
-                else:
-                    _merge_tool(mine, fragment)
+                _add_fragment(self.tools, index, fragment)
         if other.logprobs is not None:
             self.logprobs = (self.logprobs or []) + other.logprobs
         if other.refusal_logprobs is not None:
@@ -116,24 +115,58 @@ class Rich:
             self.delta_extra = {**(self.delta_extra or {}), **other.delta_extra}
 
 
-def _merge_tool(mine: pb.ToolCall, fragment: pb.ToolCall) -> None:
+_TOOL_KEYS = frozenset({"index", "id", "type", "function"})
+
+
+def _fragment(entry: Any) -> list[Any]:
+    """A streamed tool-call fragment: [id, type, name, argument pieces, unknown fields]."""
+    fn = entry.get("function") or {}
+    args = fn.get("arguments")
+    if args is not None and type(args) is not str:
+        args = answers.json_text(args)
+    tid, kind, name = entry.get("id"), entry.get("type"), fn.get("name")
+    return [None if tid is None else str(tid), None if kind is None else str(kind),
+            None if name is None else str(name), None if args is None else [args],
+            None if entry.keys() <= _TOOL_KEYS else answers.extra_of(entry, _TOOL_KEYS)]
+
+
+def _add_fragment(tools: dict[int, list[Any]], index: int, fragment: list[Any]) -> None:
     """A later fragment of the same call: its arguments piece appended, first values kept."""
-    if fragment.HasField("id") and not mine.HasField("id"):
-        mine.id = fragment.id
-    if fragment.HasField("type") and not mine.HasField("type"):
-        mine.type = fragment.type
-    if fragment.HasField("function"):
-        fn = fragment.function
-        if fn.HasField("name") and not mine.function.HasField("name"):
-            mine.function.name = fn.name
-        if fn.HasField("arguments"):
-            mine.function.arguments = mine.function.arguments + fn.arguments
-    if fragment.HasField("extra"):
-        mine.extra.MergeFrom(fragment.extra)
+    mine = tools.get(index)
+    if mine is None:
+        tools[index] = fragment
+        return
+    for i in (0, 1, 2):
+        if mine[i] is None:
+            mine[i] = fragment[i]
+    if fragment[3] is not None:
+        mine[3] = fragment[3] if mine[3] is None else mine[3] + fragment[3]
+    if fragment[4]:
+        mine[4] = {**(mine[4] or {}), **fragment[4]}
+
+
+def _tool_call(index: int, fragment: list[Any]) -> pb.ToolCall:
+    tid, kind, name, pieces, extra = fragment
+    t = pb.ToolCall(index=index)
+    if tid is not None:
+        t.id = tid
+    if kind is not None:
+        t.type = kind
+    if name is not None or pieces is not None:
+        t.function.SetInParent()
+        if name is not None:
+            t.function.name = name
+        if pieces is not None:
+            t.function.arguments = "".join(pieces)
+    if extra:
+        t.extra.update(extra)
+    return t
 
 
 def _rich(index: int, parts: Sequence[Delta | Rich]) -> Rich:
     """Plain and rich deltas of one choice, merged in order into one Rich."""
+    if len(parts) == 1 and isinstance(parts[0], Rich):
+        return parts[0]
     out = Rich(index)
     for p in parts:
         if isinstance(p, Rich):
@@ -148,12 +181,9 @@ def _rich(index: int, parts: Sequence[Delta | Rich]) -> Rich:
     return out
 
 
-# One upstream event: its unknown top-level fields and its choices' deltas.
-_Event = tuple[dict[str, Any] | None, list[Delta | Rich]]
-
-
-def _plain(event: _Event) -> bool:
-    return event[0] is None and all(type(d) is tuple for d in event[1])
+# One upstream event: its unknown top-level fields, its choices' deltas, and whether it is plain
+# (no unknown fields, every delta a plain tuple).
+_Event = tuple[dict[str, Any] | None, list[Delta | Rich], bool]
 
 
 class _StreamState(Generic[ChunkT]):
@@ -199,21 +229,26 @@ class _StreamState(Generic[ChunkT]):
             usage = data.get("usage")
             if usage:
                 self.usage = answers.usage_from_openai(usage)
-            extra = None if data.keys() <= answers.TOP_KEYS else answers.extra_of(
-                data, answers.TOP_KEYS)
+            extra = None if data.keys() <= _TOP_KEYS else answers.extra_of(data, _TOP_KEYS)
+            plain = extra is None
             deltas: list[Delta | Rich] = []
             for c in data.get("choices") or ():
                 delta = self._delta(c)
-                if delta.has_text if isinstance(delta, Rich) else delta[2]:
-                    self.content_chunks += 1
                 deltas.append(delta)
+                if type(delta) is tuple:
+                    if delta[2]:
+                        self.content_chunks += 1
+                else:
+                    plain = False
+                    if delta.has_text:  # type: ignore[union-attr]
+                        self.content_chunks += 1
         except (AttributeError, TypeError, ValueError) as exc:
             raise UpstreamError(
                 "upstream sent a stream chunk the gateway cannot read", kind="protocol"
             ) from exc
         if not deltas and extra:
             self.tail_extra = {**(self.tail_extra or {}), **extra}
-        return extra, deltas
+        return extra, deltas, plain
 
     def _merged(self, acc: _Merged) -> ChunkT:
         return self._build([(index, role, "".join(pieces), finish)
@@ -225,26 +260,28 @@ class _StreamState(Generic[ChunkT]):
 
     def feed_batch(self, events: Sequence[Any]) -> list[ChunkT]:
         """Upstream events that arrived in one read → the chunks to forward now (usually one)."""
-        parsed = [self._event(data) for data in events]
-        if all(_plain(event) for event in parsed) and (self.held is None or _plain(self.held)):
-            return self._plain(parsed)  # type: ignore[arg-type]
-        return self._rich_batch(parsed)
-
-    def _plain(self, parsed: list[tuple[None, list[Delta]]]) -> list[ChunkT]:
-        if len(parsed) == 1:
-            deltas = parsed[0][1]
+        held_plain = self.held is None or self.held[2]
+        if len(events) == 1:
+            event = self._event(events[0])
+            if not (event[2] and held_plain):
+                return self._rich_batch([event])
+            deltas: Any = event[1]
             if not deltas:
                 return []
-            if any(d[3] for d in deltas):
-                previous, self.held = self.held, (None, list(deltas))
+            if deltas[0][3] if len(deltas) == 1 else any(d[3] for d in deltas):
+                previous, self.held = self.held, event
                 return [self._build(previous[1])] if previous else []  # type: ignore[arg-type]
             return [self._build(deltas)]
+        parsed = [self._event(data) for data in events]
+        if not (held_plain and all(event[2] for event in parsed)):
+            return self._rich_batch(parsed)
         acc: _Merged = {}
-        for _, deltas in parsed:
+        for event in parsed:
+            deltas = event[1]
             if not deltas:
                 continue
             if any(d[3] for d in deltas):  # it finishes a choice: hold it, release the last held
-                previous, self.held = self.held, (None, list(deltas))
+                previous, self.held = self.held, event
                 if previous:
                     _merge_deltas(acc, previous[1])  # type: ignore[arg-type]
             else:
@@ -252,7 +289,9 @@ class _StreamState(Generic[ChunkT]):
         return [self._merged(acc)] if acc else []
 
     @staticmethod
-    def _group(deltas: Iterable[Delta | Rich]) -> dict[int, Rich]:
+    def _group(deltas: list[Delta | Rich]) -> dict[int, Rich]:
+        if len(deltas) == 1 and isinstance(deltas[0], Rich):
+            return {deltas[0].index: deltas[0]}
         by_index: dict[int, list[Delta | Rich]] = {}
         for d in deltas:
             by_index.setdefault(d.index if isinstance(d, Rich) else d[0], []).append(d)
@@ -281,13 +320,14 @@ class _StreamState(Generic[ChunkT]):
                 out.append(self._build_rich(acc.values(), acc_extra))
                 acc = {}
 
-        for extra, deltas in parsed:
+        for event in parsed:
+            extra, deltas = event[0], event[1]
             if not deltas:
                 continue
             if any((d.finish if isinstance(d, Rich) else d[3]) for d in deltas):
-                previous, self.held = self.held, (extra, deltas)
+                previous, self.held = self.held, event
                 if previous:
-                    add(*previous)
+                    add(previous[0], previous[1])
             else:
                 add(extra, deltas)
         if acc:
@@ -296,7 +336,7 @@ class _StreamState(Generic[ChunkT]):
 
     def final(self) -> ChunkT:
         """The last message: the held finishing deltas (if any) with the usage."""
-        extra, deltas = self.held or (None, [])
+        extra, deltas, _ = self.held or (None, [], True)
         if self.tail_extra:
             extra = {**(extra or {}), **self.tail_extra}
         if extra is None and all(type(d) is tuple for d in deltas):
@@ -331,11 +371,11 @@ class ChatStreamState(_StreamState[pb.ChatChunk]):
         delta = choice.get("delta") or {}
         content = delta.get("content")
         finish = choice.get("finish_reason") or ""
-        if (delta.keys() <= _PLAIN_DELTA and choice.keys() <= _PLAIN_CHOICE
-                and choice.get("logprobs") is None and choice.get("stop_reason") is None
-                and (content is not None or finish)):
+        if ((content is not None or finish) and delta.keys() <= _PLAIN_DELTA
+                and choice.keys() <= _PLAIN_CHOICE and choice.get("logprobs") is None):
             role = delta.get("role") or ""
-            content = content or ""
+            if content is None:
+                content = ""
             if type(content) is not str or type(role) is not str or type(finish) is not str:
                 raise TypeError(_NOT_STRINGS)
             return int(choice.get("index") or 0), role, content, finish
@@ -356,23 +396,21 @@ class ChatStreamState(_StreamState[pb.ChatChunk]):
         if calls:
             r.tools = {}
             for entry in calls:
-                call = answers.tool_call(entry)
-                known = r.tools.get(call.index)
-                if known is None:
-                    r.tools[call.index] = call
-                else:
-                    _merge_tool(known, call)
-        lp = answers.chat_logprobs(choice.get("logprobs"))
-        if lp is not None:
-            r.logprobs = list(lp.content)
-            r.refusal_logprobs = list(lp.refusal)
-        r.extra = answers.extra_of(choice, answers.CHOICE_KEYS)
-        r.delta_extra = answers.extra_of(delta, _DELTA_KEYS)
+                _add_fragment(r.tools, int(entry.get("index") or 0), _fragment(entry))
+        if choice.get("logprobs") is not None:
+            lp = answers.chat_logprobs(choice["logprobs"])
+            if lp is not None:
+                r.logprobs = list(lp.content)
+                r.refusal_logprobs = list(lp.refusal)
+        if not choice.keys() <= answers.CHOICE_KEYS:
+            r.extra = answers.extra_of(choice, answers.CHOICE_KEYS)
+        if not delta.keys() <= _DELTA_KEYS:
+            r.delta_extra = answers.extra_of(delta, _DELTA_KEYS)
         return r
 
     def _build(self, deltas: Iterable[Delta]) -> pb.ChatChunk:
         chunk = pb.ChatChunk(id=self.id, created=self.created, model=self.model,
-                             system_fingerprint=self.fingerprint)
+                             system_fingerprint=self.fingerprint, text_only=True)
         for index, role, content, finish in deltas:
             choice = chunk.choices.add(index=index)
             choice.delta.role = role
@@ -399,7 +437,7 @@ class ChatStreamState(_StreamState[pb.ChatChunk]):
             if r.refusal is not None:
                 d.refusal = "".join(r.refusal)
             if r.tools:
-                d.tool_calls.extend(r.tools.values())
+                d.tool_calls.extend(_tool_call(i, f) for i, f in r.tools.items())
             if r.logprobs is not None or r.refusal_logprobs is not None:
                 choice.logprobs.SetInParent()
                 choice.logprobs.content.extend(r.logprobs or ())
@@ -422,8 +460,7 @@ class CompletionStreamState(_StreamState[pb.CompletionChunk]):
         if type(text) is not str or type(finish) is not str:
             raise TypeError(_NOT_STRINGS)
         index = int(choice.get("index") or 0)
-        if (choice.keys() <= _PLAIN_CHOICE and choice.get("logprobs") is None
-                and choice.get("stop_reason") is None):
+        if choice.keys() <= _PLAIN_CHOICE and choice.get("logprobs") is None:
             return index, "", text, finish
         r = Rich(index)
         r.finish = finish
@@ -431,7 +468,8 @@ class CompletionStreamState(_StreamState[pb.CompletionChunk]):
         lp = answers.completion_logprobs(choice.get("logprobs"))
         if lp is not None:
             r.logprobs = list(lp.tokens)
-        r.extra = answers.extra_of(choice, answers.CHOICE_KEYS)
+        if not choice.keys() <= answers.CHOICE_KEYS:
+            r.extra = answers.extra_of(choice, answers.CHOICE_KEYS)
         return r
 
     def _build(self, deltas: Iterable[Delta]) -> pb.CompletionChunk:

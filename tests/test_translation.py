@@ -236,7 +236,7 @@ def test_any_split_into_reads_gives_the_same_stream(chat: bool) -> None:
 def test_tgi_messages_api_tool_call_arguments_object_becomes_json_text() -> None:
     """TGI's Messages API writes a call's arguments as a JSON object (and a null description);
     OpenAI's clients expect the JSON text."""
-    from gateway_core.providers.openai_answers import parse_chat_response
+    from gateway_core.openai_answers import parse_chat_response
 
     resp = parse_chat_response({"id": "", "created": 1, "model": "tgi", "choices": [{
         "index": 0, "finish_reason": "stop", "message": {"role": "assistant", "tool_calls": [{

@@ -160,6 +160,8 @@ class MockProvider(Provider):
             ])
             if req.logprobs:
                 chunk.choices[0].logprobs.content.extend(mock_tools.logprobs([piece], top))
+            else:
+                chunk.text_only = True
             yield chunk
         yield pb.ChatChunk(
             id=cid, created=created, model=req.model,

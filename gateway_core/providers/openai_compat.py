@@ -16,8 +16,8 @@ import aiohttp
 
 from gateway_common.structs import struct_to_dict
 from gateway_core import audio
+from gateway_core import openai_answers as answers
 from gateway_core.errors import UpstreamError
-from gateway_core.providers import openai_answers as answers
 from gateway_core.providers import openai_wire as wire
 from gateway_core.providers import tasks_wire
 from gateway_core.providers.base import Call, Provider, register

@@ -535,22 +535,28 @@ class ChatEncoder(_StreamEncoder):
         data = b""
         received = c.choices
         if received:
+            text_only = c.text_only
             choices = []
             for i in range(len(received)):  # indexing: iterating a upb container costs more
                 ch = received[i]
                 d = ch.delta
-                if d.tool_calls or ch.HasField("logprobs") or _rich_delta(d) or \
-                        ch.HasField("extra"):
+                if not text_only and (d.tool_calls or ch.HasField("logprobs")
+                                      or _rich_delta(d) or ch.HasField("extra")):
                     choices.append(self._rich_choice(ch))
                     continue
                 # Role and tool_calls in every delta: TGI's clients require both keys.
                 delta: dict[str, Any] = {"role": d.role or "assistant"}
-                if d.HasField("content"):
+                finish = ch.finish_reason
+                if text_only:  # the core sets content unless the delta only finishes
+                    content = d.content
+                    if content or not finish:
+                        delta["content"] = content
+                elif d.HasField("content"):
                     delta["content"] = d.content
                 delta["tool_calls"] = None
                 choices.append({"index": ch.index, "delta": delta, "logprobs": None,
-                                "finish_reason": ch.finish_reason or None})
-            data = self._frame(c, choices) if not c.HasField("extra") else frame(
+                                "finish_reason": finish or None})
+            data = self._frame(c, choices) if text_only or not c.HasField("extra") else frame(
                 orjson.dumps({**self._chunk(c, choices), **struct_to_dict(c.extra)}))
         if c.HasField("usage"):
             data += self._usage(c)

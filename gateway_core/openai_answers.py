@@ -141,13 +141,13 @@ def tool_call(entry: Any) -> pb.ToolCall:
         if (name := fn.get("name")) is not None:
             t.function.name = str(name)
         if (args := fn.get("arguments")) is not None:
-            t.function.arguments = args if isinstance(args, str) else _json_text(args)
+            t.function.arguments = args if isinstance(args, str) else json_text(args)
     if extra := extra_of(entry, _TOOL_CALL_KEYS):
         t.extra.CopyFrom(to_struct(extra))
     return t
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
