@@ -83,8 +83,24 @@ class LimitsConfig:
     # Largest rendered custom chat template, and how long rendering may take.
     max_template_bytes: int = 64 * 1024
     template_timeout_seconds: float = 1.0
-    # Longest prompt (all message texts, or the completion prompt) in characters; longer is 413.
+    # Longest prompt or input in characters, on every task (chat messages, the completion prompt,
+    # embedding and classification inputs, rerank query and texts, translation text, speech input,
+    # image prompt, the predict payload); longer is 413.
     max_prompt_chars: int = 1_000_000
+    # Largest request header line or field (bytes); longer is 400.
+    max_header_bytes: int = 8190
+    # Time a client has to send a request's headers, from its first byte (or from the connection
+    # opening); past it the connection is closed (408 when some of the head had arrived).
+    header_timeout_seconds: float = 20.0
+    # A request body must arrive at body_min_rate_bytes per second or more, measured over each
+    # window of body_timeout_seconds; a slower (or stalled) sender is cut off.
+    body_timeout_seconds: float = 20.0
+    body_min_rate_bytes: int = 500
+    # How long an idle keep-alive connection stays open between requests.
+    keepalive_timeout_seconds: float = 75.0
+    # Open client connections per process; past it a new connection is answered 503 (with
+    # Retry-After) and closed, except the health probes, which are still served.
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True)

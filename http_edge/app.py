@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -22,35 +21,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from gateway_common.config import GatewayConfig
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
-from http_edge.middlewares import context_middleware, error_middleware, metrics_middleware
+from http_edge.logs import ClientErrorFilter, ClientErrorLog
+from http_edge.middlewares import (
+    context_middleware,
+    error_middleware,
+    guard_middleware,
+    metrics_middleware,
+)
+from http_edge.protocol import SERVER_NAME, EdgeRunner
 from http_edge.routing import add_routes, json_response
 from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
 
 log = logging.getLogger(__name__)
 
 
-class _UnparsedRequests(logging.Filter):
-    """aiohttp logs a request it cannot parse at ERROR, with a traceback and the offending line
-    quoted, and that line may be ``Authorization: Bearer <secret>``. Such a record becomes one
-    INFO line naming the problem (the text before the quote), and never the bytes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            problem = str(exc.message or "").split("\n", 1)[0].split(":", 1)[0].strip()[:120]
-            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-            record.msg = "unparseable HTTP request from %s: %s (answered %d)"
-            record.args = (remote, problem or exc.__class__.__name__, exc.code or 400)
-            record.exc_info = record.exc_text = None
-            record.stack_info = None
-            if record.levelno > logging.INFO:
-                record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-# The edge's HTTP server logs here (aiohttp's own default is ``aiohttp.server``).
+# The edge's HTTP server logs here (aiohttp's own default is ``aiohttp.server``); client errors
+# are one rate-limited line each, without the request's bytes.
 server_log = logging.getLogger("http_edge.server")
-server_log.addFilter(_UnparsedRequests())
+server_log.addFilter(ClientErrorFilter())
 
 OPS = Dialect("ops", openai.error_json, openai.stream_error)
 
@@ -76,15 +64,21 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return resp
 
 
+async def _server_header(request: web.Request, resp: web.StreamResponse) -> None:
+    """The product's name, without the version of anything (aiohttp would name itself)."""
+    resp.headers["Server"] = SERVER_NAME
+
+
 def create_app(config: GatewayConfig, core_address: str | None = None,
                channel: aio.Channel | None = None) -> web.Application:
     """The edge application, talking to the core at ``core_address`` (default from config), or
     over ``channel`` when given (the core's local channel, in one process with it)."""
     limit = max(config.limits.max_body_bytes, config.limits.max_upload_bytes)
     app = web.Application(
-        middlewares=[context_middleware, metrics_middleware, error_middleware],
+        middlewares=[context_middleware, metrics_middleware, error_middleware, guard_middleware],
         client_max_size=limit,
     )
+    app.on_response_prepare.append(_server_header)
     app[CONFIG] = config
     app[ROUTE_DIALECTS] = {}
 
@@ -127,8 +121,10 @@ async def start_edge(
 ) -> EdgeHandle:
     """Start the edge; ``port=0`` picks a free port (see ``handle.port``)."""
     app = create_app(config, core_address, channel)
-    runner = web.AppRunner(
+    runner = EdgeRunner(
         app,
+        limits=config.limits,
+        errors=ClientErrorLog(server_log),
         handler_cancellation=True,
         shutdown_timeout=config.timeouts.shutdown_grace_seconds,
         access_log=None,

@@ -15,6 +15,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from gateway_common.json_text import json_kind, shown
 from http_edge.errors import EdgeError
+from http_edge.logs import describe
 
 # JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
 # Struct/ListValue), and protobuf refuses messages nested deeper than 100.
@@ -49,7 +50,9 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise EdgeError.http(413, f"the request body is larger than the limit of {limit} bytes")\
             from None
     except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not gzip
-        raise EdgeError.bad_request(f"the request body cannot be decoded: {exc}") from None
+        # A fixed message: the parser's own quotes the request's bytes.
+        status, message = describe(exc) or (400, "the request body could not be read")
+        raise EdgeError.http(status, message) from None
     if len(raw) > limit:
         raise EdgeError.http(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
     if not raw.strip():

@@ -21,6 +21,8 @@ class ErrorKind:
     code: str | None = None
     # False tells SDKs that honour ``x-should-retry`` not to retry (a retry cannot help).
     retry: bool = True
+    # Seconds for a Retry-After header (None: no header).
+    retry_after: int | None = None
 
 
 # Exhaustive over grpc.StatusCode (a test checks it).
@@ -59,7 +61,7 @@ REASON_TABLE: dict[str, ErrorKind] = {
     "upstream_rejected": ErrorKind(400, "invalid_request_error", "upstream_rejected", False),
     "upstream_timeout": ErrorKind(504, "timeout_error", "timeout", retry=False),
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
-    "overloaded": ErrorKind(503, "overloaded_error", "overloaded"),
+    "overloaded": ErrorKind(503, "overloaded_error", "overloaded", retry_after=1),
     "auth_store_unavailable": ErrorKind(503, "service_unavailable", "auth_store_unavailable"),
 }
 

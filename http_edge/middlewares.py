@@ -1,5 +1,5 @@
 """Edge middlewares, one concern each; their order is set in ``app.py``:
-request context (id, dialect, start time) → metrics → errors → handler."""
+request context (id, dialect, start time) → metrics → errors → guard → handler."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from grpc import aio
 
 from gateway_common.metrics import child
 from http_edge import metrics
-from http_edge.errors import HTTP_KINDS, EdgeError, from_rpc_error
+from http_edge.errors import HTTP_KINDS, REASON_TABLE, EdgeError, from_rpc_error
+from http_edge.protocol import HEALTH_PATHS, EdgeProtocol
 from http_edge.state import ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def error_response(request: web.Request, err: EdgeError) -> web.Response:
         resp.headers["x-should-retry"] = "false"
     if err.status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
+    if err.kind.retry_after is not None:
+        resp.headers["Retry-After"] = str(err.kind.retry_after)
     return resp
 
 
@@ -119,3 +122,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         rid = request[STATE].request_id
         return error_response(request, EdgeError(
             HTTP_KINDS[500], f"internal error in the gateway (request id {rid})"))
+
+
+# Headers that carry a credential: two of one kind would leave it to chance which is checked.
+CREDENTIAL_HEADERS = ("Authorization", "x-api-key")
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses what must not be served: any request but a health probe on a connection past the
+    connection cap (503), and an ambiguous credential (two ``Authorization`` or ``x-api-key``
+    headers, 400)."""
+    protocol = request.protocol
+    if (isinstance(protocol, EdgeProtocol) and protocol.overflow
+            and request.path not in HEALTH_PATHS):
+        raise EdgeError(REASON_TABLE["overloaded"],
+                        "the gateway has too many open connections; retry shortly",
+                        reason="too_many_connections")
+    for name in CREDENTIAL_HEADERS:
+        if len(request.headers.getall(name, ())) > 1:
+            raise EdgeError.bad_request(f"the request carries more than one {name} header")
+    return await handler(request)
