@@ -39,8 +39,22 @@ def check_nesting(value: Any, what: str = "the body") -> None:
     raise EdgeError.bad_request(f"{what} is nested more than {MAX_NESTING} levels deep")
 
 
+def is_json_type(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` header allows a JSON body: absent (curl and scripts that send
+    none), ``application/json`` or a ``+json`` type, with any parameters. Form and text types are
+    refused, which also keeps cross-site form posts out."""
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                            and media.endswith("+json"))
+
+
 async def read_json(request: web.Request, limit: int) -> Any:
-    """The request's JSON body, bounded to ``limit`` bytes."""
+    """The request's JSON body, bounded to ``limit`` bytes; 415 for a body sent as another type."""
+    if not is_json_type(request.headers.get("Content-Type")):
+        raise EdgeError.http(415, "the request body must be JSON: send it with "
+                                  "'Content-Type: application/json'")
     length = request.content_length
     if length is not None and length > limit:
         raise EdgeError.http(413, f"the request body is {length} bytes; the limit is {limit}")

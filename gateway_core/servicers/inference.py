@@ -8,7 +8,7 @@ the edge marks its deadline as a fallback (metadata ``igw-default-deadline``), t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from grpc import aio
@@ -40,6 +40,14 @@ def endpoint_of(context: Ctx) -> str | None:
 def check_prompt(chars: int, limit: int) -> None:
     if chars > limit:
         raise PayloadTooLarge(f"the prompt is {chars} characters long; the limit is {limit}")
+
+
+def check_texts(texts: Iterable[str], limit: int, *, extra: int = 0) -> None:
+    """The one input bound of every task: the texts' characters together, as for a prompt (plus
+    ``extra``: the size of model-specific fields, which may carry the text too)."""
+    chars = sum(len(t) for t in texts) + extra
+    if chars > limit:
+        raise PayloadTooLarge(f"the input is {chars} characters long; the limit is {limit}")
 
 
 def check_messages(request: pb.ChatRequest, limit: int) -> None:
@@ -144,6 +152,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "embedding", context)
         if not request.inputs:
             raise InvalidRequest("'input' must hold at least one text")
+        check_texts(request.inputs, self.max_prompt_chars)
         result = await entry.provider.embed(request, call)
         _report(context, call)
         return result
@@ -152,6 +161,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "rerank", context)
         if not request.texts:
             raise InvalidRequest("'texts' must hold at least one text")
+        check_texts((request.query, *request.texts), self.max_prompt_chars)
         result = await entry.provider.rerank(request, call)
         _report(context, call)
         return result
@@ -160,6 +170,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "classification", context)
         if not request.inputs:
             raise InvalidRequest("'inputs' must hold at least one text")
+        check_texts(request.inputs, self.max_prompt_chars)
         result = await entry.provider.classify(request, call)
         _report(context, call)
         return result
@@ -222,24 +233,31 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def GenerateSpeech(self, request: pb.SpeechRequest, context: Ctx) -> pb.SpeechResponse:
         entry, call = self._route(request.model, "speech", context)
+        check_texts((request.input, request.instructions), self.max_prompt_chars,
+                    extra=request.params.ByteSize())
         result = await entry.provider.speech(request, call)
         _report(context, call)
         return result
 
     async def GenerateImage(self, request: pb.ImageRequest, context: Ctx) -> pb.ImageResponse:
         entry, call = self._route(request.model, "image", context)
+        check_texts((request.prompt,), self.max_prompt_chars, extra=request.params.ByteSize())
         result = await entry.provider.image(request, call)
         _report(context, call)
         return result
 
     async def Translate(self, request: pb.TranslateRequest, context: Ctx) -> pb.TranslateResponse:
         entry, call = self._route(request.model, "translation", context)
+        check_texts((request.text,), self.max_prompt_chars, extra=request.params.ByteSize())
         result = await entry.provider.translate(request, call)
         _report(context, call)
         return result
 
     async def Predict(self, request: pb.PredictRequest, context: Ctx) -> pb.PredictResponse:
         entry, call = self._route(request.model, "predict", context)
+        if (size := request.ByteSize()) > self.max_prompt_chars:
+            raise PayloadTooLarge(f"the predict input is {size} bytes; the limit is "
+                                  f"{self.max_prompt_chars}")
         result = await entry.provider.predict(request, call)
         _report(context, call)
         return result
