@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -324,6 +325,7 @@ def validate(config: GatewayConfig) -> GatewayConfig:
             seen[name] = f"models[{i}]"
         if m.timeout_seconds is not None and m.timeout_seconds <= 0:
             raise ConfigError(f"models[{i}].timeout_seconds", "must be greater than 0")
+        _validate_upstream(f"models[{i}]", m)
     for endpoint, ids in config.endpoints.items():
         for j, model_id in enumerate(ids):
             if config.model(model_id) is None:
@@ -337,6 +339,24 @@ def validate(config: GatewayConfig) -> GatewayConfig:
         raise ConfigError("timeouts.default_seconds", "must be greater than 0")
     _validate_jwt(config.auth.jwt)
     return config
+
+
+def _validate_upstream(path: str, m: ModelConfig) -> None:
+    """An upstream URL the HTTP client can call, with at most one source of credentials (the URL
+    itself is never quoted: it may hold a password)."""
+    if m.upstream_url is None:
+        return
+    parts = urlsplit(m.upstream_url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        raise ConfigError(f"{path}.upstream_url", "has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{path}.upstream_url", "must be an http:// or https:// URL with a host")
+    if (parts.username or parts.password) and m.api_key_env:
+        raise ConfigError(f"{path}.upstream_url",
+                          "carries credentials (user:password@) and api_key_env is set too; an "
+                          "upstream request carries one Authorization header: keep one of them")
 
 
 def _validate_jwt(jwt: JwtConfig) -> None:
