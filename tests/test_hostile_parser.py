@@ -114,3 +114,19 @@ async def test_no_version_banner_on_any_answer(secured: tuple[Gateway, str]) -> 
         for path in ("/health", "/v1/models", "/nowhere"):
             async with s.get(gw.http + path) as r:
                 assert r.headers["Server"] == "inference-gateway"
+
+
+async def test_repeated_client_errors_log_one_line(
+        secured: tuple[Gateway, str], caplog: pytest.LogCaptureFixture) -> None:
+    """The same client error, again and again, is one INFO line (no traceback) per interval."""
+    gw, token = secured
+    caplog.set_level(logging.INFO, logger="http_edge.server")
+    for _ in range(20):
+        answer = await exchange(gw.edge.port, malformed(token)["not-gzip"])
+        assert answer.startswith(b"HTTP/1.1 400 ")
+    lines = [r for r in caplog.records if "client error" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.INFO and lines[0].exc_info is None
+    assert "Content-Encoding" in lines[0].getMessage()
+    assert "Traceback" not in caplog.text and token not in caplog.text
+
