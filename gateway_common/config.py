@@ -52,6 +52,11 @@ TaskName = Literal[
 TGI_NAMES = ("tgi", "dummy")
 
 
+# What an upstream answer read whole costs in memory, per byte of it, until its call ends: the
+# bytes, their parsed form, the message built from them, and the client's encoding of that.
+BUFFER_COST_FACTOR = 6
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; ``path`` names the key (``models[0].task``)."""
 
@@ -102,6 +107,11 @@ class LimitsConfig:
     # Open client connections per process; past it a new connection is answered 503 (with
     # Retry-After) and closed, except the health probes, which are still served.
     max_connections: int = 1024
+    # Bytes of upstream answers read whole at once, process-wide, each counted
+    # BUFFER_COST_FACTOR times (its parsed form, the message built from it and the client's
+    # encoding of it live beside it); an answer that does not fit is refused with 503 and
+    # Retry-After instead of growing the process.
+    max_buffered_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,8 @@ class ModelConfig:
     # Other names that route here (endpoint and mlflow dialect names).
     aliases: list[str] = field(default_factory=list)
     owned_by: str = "inference-gateway"
+    # Largest upstream answer read whole for this model (bytes); larger is a 502.
+    max_response_bytes: int = 64 * 1024 * 1024
     # Provider-specific settings, validated by the provider.
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -326,6 +338,10 @@ def validate(config: GatewayConfig) -> GatewayConfig:
         if m.timeout_seconds is not None and m.timeout_seconds <= 0:
             raise ConfigError(f"models[{i}].timeout_seconds", "must be greater than 0")
         _validate_upstream(f"models[{i}]", m)
+        if m.max_response_bytes * BUFFER_COST_FACTOR > config.limits.max_buffered_bytes:
+            raise ConfigError(f"models[{i}].max_response_bytes",
+                              f"an answer this large (counted {BUFFER_COST_FACTOR} times) would "
+                              "never fit in limits.max_buffered_bytes; lower it or raise that")
     for endpoint, ids in config.endpoints.items():
         for j, model_id in enumerate(ids):
             if config.model(model_id) is None:

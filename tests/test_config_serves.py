@@ -206,3 +206,12 @@ def test_check_config_refuses_a_config_that_could_not_serve(change: Refusal,
         checked({"models": [change(base)]})
     assert err.value.path == "models[0].upstream_url" and reason in err.value.reason
     assert "p@" not in str(err.value)
+
+
+def test_an_answer_bound_past_the_memory_budget_is_refused() -> None:
+    model = {"id": "m", "task": "chat", "provider": "openai", "upstream_url": "http://h/v1",
+             "max_response_bytes": 100 << 20}
+    with pytest.raises(ConfigError) as err:
+        checked({"models": [model]})
+    assert err.value.path == "models[0].max_response_bytes"
+    checked({"models": [model], "limits": {"max_buffered_bytes": 600 << 20}})

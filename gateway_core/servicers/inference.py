@@ -17,7 +17,7 @@ from gateway_common.config import LimitsConfig
 from gateway_core import audio, templates
 from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
-from gateway_core.providers.base import Call
+from gateway_core.providers.base import ByteBudget, Call
 from gateway_core.registry import ModelEntry, ModelRegistry
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
@@ -59,7 +59,9 @@ def check_messages(request: pb.ChatRequest, limit: int) -> None:
     check_prompt(chars, limit)
 
 
-def make_call(context: Ctx, entry: ModelEntry) -> Call:
+def make_call(context: Ctx, entry: ModelEntry, budget: ByteBudget | None = None) -> Call:
+    """The provider's view of this request; what it buffers is counted against ``budget`` until
+    the RPC ends (its answer sent)."""
     request_id = ""
     fallback = False
     for key, value in context.invocation_metadata() or ():
@@ -70,12 +72,17 @@ def make_call(context: Ctx, entry: ModelEntry) -> Call:
     current_request_id.set(request_id)
     remaining: float | None = context.time_remaining()  # None: the caller set no deadline
     if remaining is None:
-        budget = entry.timeout
+        seconds = entry.timeout
     elif fallback:
-        budget = min(remaining, entry.timeout)
+        seconds = min(remaining, entry.timeout)
     else:
-        budget = remaining
-    return Call(deadline=asyncio.get_running_loop().time() + budget, request_id=request_id)
+        seconds = remaining
+    call = Call(deadline=asyncio.get_running_loop().time() + seconds, request_id=request_id,
+                max_response_bytes=entry.config.max_response_bytes, budget=budget)
+    if budget is not None:
+        # (the stubs type the callback as a class of their own; any callable is accepted)
+        context.add_done_callback(lambda _ctx: call.release())  # type: ignore[arg-type]
+    return call
 
 
 def _report(context: Ctx, call: Call) -> None:
@@ -90,6 +97,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         limits = limits or LimitsConfig()
         self.max_prompt_chars = limits.max_prompt_chars
         self.max_upload_bytes = limits.max_upload_bytes
+        # Upstream answers read whole, process-wide (one servicer serves both transports).
+        self.buffers = ByteBudget(limits.max_buffered_bytes)
         self.templates = templates.TemplateRenderer(limits.max_template_bytes,
                                                     limits.template_timeout_seconds)
 
@@ -103,7 +112,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     def _route(self, model: str, task: str, context: Ctx) -> tuple[ModelEntry, Call]:
         entry = self.registry.resolve(model, task, endpoint_of(context))
         current_model.set(entry.id)
-        return entry, make_call(context, entry)
+        return entry, make_call(context, entry, self.buffers)
 
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
         entry, call = self._route(request.model, "chat", context)
