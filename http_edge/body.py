@@ -50,6 +50,15 @@ def is_json_type(content_type: str | None) -> bool:
                                             and media.endswith("+json"))
 
 
+def unreadable(exc: RequestPayloadError) -> EdgeError:
+    """A body the parser could not read: a fixed message (the parser's own quotes the bytes),
+    and the connection closed after the answer (the rest of the body cannot be framed)."""
+    status, message = describe(exc) or (400, "the request body could not be read")
+    err = EdgeError.http(status, message)
+    err.close = True
+    return err
+
+
 async def read_json(request: web.Request, limit: int) -> Any:
     """The request's JSON body, bounded to ``limit`` bytes; 415 for a body sent as another type."""
     if not is_json_type(request.headers.get("Content-Type")):
@@ -64,9 +73,7 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise EdgeError.http(413, f"the request body is larger than the limit of {limit} bytes")\
             from None
     except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not gzip
-        # A fixed message: the parser's own quotes the request's bytes.
-        status, message = describe(exc) or (400, "the request body could not be read")
-        raise EdgeError.http(status, message) from None
+        raise unreadable(exc) from None
     if len(raw) > limit:
         raise EdgeError.http(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
     if not raw.strip():

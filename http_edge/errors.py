@@ -90,6 +90,8 @@ class EdgeError(Exception):
         self.param = param
         # Bounded label for metrics.
         self.reason = reason or kind.code or kind.type
+        # Close the connection after the answer (the request could not be read to its end).
+        self.close = False
 
     @property
     def status(self) -> int:

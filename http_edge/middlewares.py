@@ -88,6 +88,8 @@ def error_response(request: web.Request, err: EdgeError) -> web.Response:
         resp.headers["x-should-retry"] = "false"
     if err.status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
+    if err.close:
+        resp.force_close()
     if err.kind.retry_after is not None:
         resp.headers["Retry-After"] = str(err.kind.retry_after)
     return resp
@@ -107,8 +109,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         kind = HTTP_KINDS.get(exc.status, HTTP_KINDS[400 if exc.status < 500 else 500])
         message = {
-            404: f"no route for {request.method} {request.path[:200]}",
-            405: f"method {request.method} is not allowed here",
+            # The path and method are not quoted: a client may put anything in them.
+            404: "no route for this method and path",
+            405: "this method is not allowed on this path",
             413: "the request body is larger than the gateway accepts",
         }.get(exc.status, exc.reason)
         resp = error_response(request, EdgeError(kind, message))

@@ -43,7 +43,9 @@ OVERFLOW_HEAD_SECONDS = 2.0
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large",
             500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
 _CODES = {400: "bad_request", 408: "request_timeout", 413: "payload_too_large",
-          500: "internal_error", 503: "overloaded", 504: "timeout"}
+          417: "expectation_failed", 500: "internal_error", 503: "overloaded", 504: "timeout"}
+# Errors aiohttp raises before the app's middlewares run.
+OUTSIDE_MESSAGES = {417: "only 'Expect: 100-continue' is supported"}
 
 
 def error_json(status: int, message: str) -> bytes:
@@ -53,13 +55,14 @@ def error_json(status: int, message: str) -> bytes:
                                    "code": _CODES.get(status)}})
 
 
-def error_response(status: int, message: str) -> web.Response:
+def error_response(status: int, message: str, *, close: bool = True) -> web.Response:
     resp = web.Response(status=status, body=error_json(status, message),
                         content_type="application/json")
     resp.headers["Server"] = SERVER_NAME
     if status == 503:
         resp.headers["Retry-After"] = "1"
-    resp.force_close()
+    if close:
+        resp.force_close()
     return resp
 
 
@@ -230,7 +233,15 @@ class EdgeProtocol(RequestHandler):
 
     async def finish_response(self, request: Any, resp: web.StreamResponse,
                               start_time: float | None) -> tuple[web.StreamResponse, bool]:
-        if self.overflow and not resp.prepared:
+        if isinstance(resp, web.HTTPException) and resp.status >= 400 and not resp.prepared:
+            # Raised before the middlewares ran (an Expect header aiohttp does not know): its
+            # text quotes the request.
+            resp = error_response(resp.status, OUTSIDE_MESSAGES.get(
+                resp.status, "the request cannot be served"), close=False)
+        if not resp.prepared and (self.overflow or not request.content.is_eof()):
+            # A body the handler did not read is drained after the answer, and may turn out
+            # broken (bad chunking or encoding): the connection then closes, so the answer
+            # must not promise to keep it.
             resp.force_close()
         return await super().finish_response(request, resp, start_time)
 

@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from http_edge import multipart
+from http_edge.body import unreadable
 from http_edge.errors import EdgeError
-from http_edge.logs import describe
 
 # Form overhead allowed beyond the file itself.
 _FORM_SLACK = 64 * 1024
@@ -59,9 +59,7 @@ async def _read_body(request: web.Request, bound: int, file_field: str) -> bytes
                                           f" {bound - _FORM_SLACK} bytes", param=file_field)
             chunks.append(chunk)
     except RequestPayloadError as exc:  # e.g. a Content-Encoding its bytes do not match
-        # A fixed message: the parser's own quotes the request's bytes.
-        status, message = describe(exc) or (400, "the request body could not be read")
-        raise EdgeError.http(status, message) from None
+        raise unreadable(exc) from None
     return b"".join(chunks)
 
 
