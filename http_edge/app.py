@@ -2,8 +2,9 @@
 
 ``create_app(config)`` builds the aiohttp application: middlewares in their order, the channel to
 the core opened and closed in ``cleanup_ctx``, the ops routes and every dialect's routes.
-``start_edge`` runs it with ``handler_cancellation=True``, so a client that goes away cancels its
-handler, its gRPC call and, through the core, the upstream request.
+``start_edge`` runs it through ``protocol.EdgeRunner`` (bounded time and connections, parser
+errors without the request's bytes) with ``handler_cancellation=True``, so a client that goes away
+cancels its handler, its gRPC call and, through the core, the upstream request.
 """
 
 from __future__ import annotations
