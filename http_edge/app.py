@@ -10,6 +10,7 @@ cancels its handler, its gRPC call and, through the core, the upstream request.
 from __future__ import annotations
 
 import logging
+import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from http_edge.middlewares import (
     guard_middleware,
     metrics_middleware,
 )
-from http_edge.protocol import SERVER_NAME, EdgeRunner
+from http_edge.protocol import OVERFLOW_ALLOWANCE, SERVER_NAME, EdgeRunner
 from http_edge.routing import add_routes, json_response
 from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
 
@@ -103,6 +104,16 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
     return app
 
 
+def _check_open_files(max_connections: int) -> None:
+    """Warn when the connection cap cannot be reached: past the open-file limit the OS refuses
+    connections before the edge can answer them (and the upstream sessions need files too)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + OVERFLOW_ALLOWANCE + 256
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("limits.max_connections is %d but the open-file limit is %d: raise it "
+                    "(ulimit -n %d) or lower the cap", max_connections, soft, needed)
+
+
 @dataclass
 class EdgeHandle:
     runner: web.AppRunner
@@ -131,6 +142,7 @@ async def start_edge(
         access_log=None,
         logger=server_log,
     )
+    _check_open_files(config.limits.max_connections)
     await runner.setup()
     site = web.TCPSite(
         runner,

@@ -159,8 +159,9 @@ class EdgeProtocol(RequestHandler):
         self._head_timer = None
         if self._force_close or self._close or self.transport is None:
             return
-        if not self.waiting:
-            return  # a pipelined head behind a request being served: keep-alive bounds it
+        if not self.waiting:  # bytes behind a request being served: timed from its end
+            self._arm_head(self.limits.header_timeout_seconds)
+            return
         if self.overflow:
             self.refuse()
             return

@@ -186,3 +186,22 @@ async def test_the_connection_cap_holds_and_health_is_still_served(
         await session.close()
         for _, writer in idle:
             writer.close()
+
+
+async def test_stray_bytes_during_a_request_do_not_keep_the_connection(
+        gw: Gateway, upstream: FakeOpenAI) -> None:
+    """Bytes that come while a request is served (a stray CRLF, half of the next head) are timed
+    from its end, and the connection closes; the request itself is not cut."""
+    upstream.slow_seconds = 2.0  # twice the header timeout
+    slow = CHAT.replace(b"mock-chat", b"fake-slow")
+    upstream.received.clear()
+    reader, writer = await open_conn(gw)
+    writer.write(HEAD + b"Content-Length: %d\r\n\r\n" % len(slow) + slow)
+    await writer.drain()
+    await asyncio.wait_for(upstream.received.wait(), SLACK)  # it sleeps 2 s from now
+    writer.write(b"\r\nGET /he")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    _, took = await until_closed(reader, 1.0 + SLACK)
+    writer.close()
+    assert took < 1.0 + SLACK
