@@ -4,6 +4,9 @@ the JSON error shape; ambiguous credentials are refused; no version banner."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -130,3 +133,16 @@ async def test_repeated_client_errors_log_one_line(
     assert "Content-Encoding" in lines[0].getMessage()
     assert "Traceback" not in caplog.text and token not in caplog.text
 
+
+
+def test_the_pure_python_parser_is_as_safe() -> None:
+    """aiohttp parses with its C extension when it is built, else in Python; the two raise
+    different errors with different texts. This module again, on the Python parser."""
+    if os.environ.get("AIOHTTP_NO_EXTENSIONS"):
+        pytest.skip("running on the Python parser already")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "not pure_python"],
+        env={**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}, capture_output=True, timeout=300,
+        check=False)
+    assert done.returncode == 0, done.stdout.decode(errors="replace")[-3000:]
