@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway_common.budget import BUFFER_COST_FACTOR
+
 T = TypeVar("T")
 
 TASKS = (
@@ -50,11 +52,6 @@ TaskName = Literal[
 # given a URL and no model): they route to ``tgi_model``, as TGI serves one model, unless a
 # configured model has the name.
 TGI_NAMES = ("tgi", "dummy")
-
-
-# What an upstream answer read whole costs in memory, per byte of it, until its call ends: the
-# bytes, their parsed form, the message built from them, and the client's encoding of that.
-BUFFER_COST_FACTOR = 6
 
 
 class ConfigError(ValueError):
@@ -107,10 +104,10 @@ class LimitsConfig:
     # Open client connections per process; past it a new connection is answered 503 (with
     # Retry-After) and closed, except the health probes, which are still served.
     max_connections: int = 1024
-    # Bytes of upstream answers read whole at once, process-wide, each counted
-    # BUFFER_COST_FACTOR times (its parsed form, the message built from it and the client's
-    # encoding of it live beside it); an answer that does not fit is refused with 503 and
-    # Retry-After instead of growing the process.
+    # Bytes of request bodies and upstream answers read whole at once, process-wide, each
+    # counted BUFFER_COST_FACTOR (6) times (its parsed form, the message built from it and its
+    # encoding live beside it); one that does not fit is refused with 503 and Retry-After
+    # instead of growing the process.
     max_buffered_bytes: int = 512 * 1024 * 1024
 
 

@@ -20,11 +20,13 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
 from http_edge.logs import ClientErrorFilter, ClientErrorLog
 from http_edge.middlewares import (
+    buffers_middleware,
     context_middleware,
     error_middleware,
     guard_middleware,
@@ -32,7 +34,7 @@ from http_edge.middlewares import (
 )
 from http_edge.protocol import OVERFLOW_ALLOWANCE, SERVER_NAME, EdgeRunner
 from http_edge.routing import add_routes, json_response
-from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
+from http_edge.state import BUFFERS, CONFIG, CORE, ROUTE_DIALECTS, Dialect
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +74,21 @@ async def _server_header(request: web.Request, resp: web.StreamResponse) -> None
 
 
 def create_app(config: GatewayConfig, core_address: str | None = None,
-               channel: aio.Channel | None = None) -> web.Application:
+               channel: aio.Channel | None = None,
+               buffers: ByteBudget | None = None) -> web.Application:
     """The edge application, talking to the core at ``core_address`` (default from config), or
-    over ``channel`` when given (the core's local channel, in one process with it)."""
+    over ``channel`` when given (the core's local channel, in one process with it). Request
+    bodies are counted against ``buffers`` (the core's, in one process with it)."""
     limit = max(config.limits.max_body_bytes, config.limits.max_upload_bytes)
     app = web.Application(
-        middlewares=[context_middleware, metrics_middleware, error_middleware, guard_middleware],
+        middlewares=[context_middleware, metrics_middleware, error_middleware, guard_middleware,
+                     buffers_middleware],
         client_max_size=limit,
     )
     app.on_response_prepare.append(_server_header)
     app[CONFIG] = config
     app[ROUTE_DIALECTS] = {}
+    app[BUFFERS] = buffers or ByteBudget(config.limits.max_buffered_bytes)
 
     async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         client = CoreClient(config, core_address, channel)
@@ -130,9 +136,10 @@ async def start_edge(
     port: int | None = None,
     core_address: str | None = None,
     channel: aio.Channel | None = None,
+    buffers: ByteBudget | None = None,
 ) -> EdgeHandle:
     """Start the edge; ``port=0`` picks a free port (see ``handle.port``)."""
-    app = create_app(config, core_address, channel)
+    app = create_app(config, core_address, channel, buffers)
     runner = EdgeRunner(
         app,
         limits=config.limits,

@@ -13,9 +13,11 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from gateway_common.budget import BUFFER_COST_FACTOR
 from gateway_common.json_text import json_kind, shown
-from http_edge.errors import EdgeError
+from http_edge.errors import REASON_TABLE, EdgeError
 from http_edge.logs import describe
+from http_edge.state import BUFFERS, STATE
 
 # JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
 # Struct/ListValue), and protobuf refuses messages nested deeper than 100.
@@ -59,23 +61,51 @@ def unreadable(exc: RequestPayloadError) -> EdgeError:
     return err
 
 
+def charge(request: web.Request, nbytes: int) -> None:
+    """Count ``nbytes`` of the request's body against the process's budget until the request
+    ends (``buffers_middleware``); 503 with Retry-After when they do not fit."""
+    cost = nbytes * BUFFER_COST_FACTOR
+    if not request.app[BUFFERS].try_take(cost):
+        raise EdgeError(REASON_TABLE["overloaded"], "the gateway is holding as many request "
+                        "bodies as its memory budget allows; retry shortly", reason="overloaded")
+    request[STATE].held += cost
+
+
+async def read_body(request: web.Request, limit: int, what: str = "the request body",
+                    shown: int | None = None) -> bytes:
+    """The request's body, bounded to ``limit`` bytes (413 naming ``what`` and the limit
+    ``shown``) and counted against the process's budget as it arrives (all of a declared length
+    at once)."""
+    shown = limit if shown is None else shown
+    too_large = f"{what} is larger than the limit of {shown} bytes"
+    declared = request.content_length
+    if declared is not None:
+        if declared > limit:
+            raise EdgeError.http(413, f"{what} is {declared} bytes; the limit is {shown}")
+        charge(request, declared)
+    counted = declared or 0  # a compressed body grows past its declared length
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise EdgeError.http(413, too_large)
+            if size > counted:
+                charge(request, size - counted)
+                counted = size
+            chunks.append(chunk)
+    except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not gzip
+        raise unreadable(exc) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def read_json(request: web.Request, limit: int) -> Any:
     """The request's JSON body, bounded to ``limit`` bytes; 415 for a body sent as another type."""
     if not is_json_type(request.headers.get("Content-Type")):
         raise EdgeError.http(415, "the request body must be JSON: send it with "
                                   "'Content-Type: application/json'")
-    length = request.content_length
-    if length is not None and length > limit:
-        raise EdgeError.http(413, f"the request body is {length} bytes; the limit is {limit}")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise EdgeError.http(413, f"the request body is larger than the limit of {limit} bytes")\
-            from None
-    except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not gzip
-        raise unreadable(exc) from None
-    if len(raw) > limit:
-        raise EdgeError.http(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
+    raw = await read_body(request, limit)
     if not raw.strip():
         raise EdgeError.bad_request("the request body is empty; expected JSON")
     try:

@@ -1,5 +1,5 @@
 """Edge middlewares, one concern each; their order is set in ``app.py``:
-request context (id, dialect, start time) → metrics → errors → guard → handler."""
+request context (id, dialect, start time) → metrics → errors → guard → buffers → handler."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from gateway_common.metrics import child
 from http_edge import metrics
 from http_edge.errors import HTTP_KINDS, REASON_TABLE, EdgeError, from_rpc_error
 from http_edge.protocol import HEALTH_PATHS, EdgeProtocol
-from http_edge.state import ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
+from http_edge.state import BUFFERS, ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,16 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         if len(request.headers.getall(name, ())) > 1:
             raise EdgeError.bad_request(f"the request carries more than one {name} header")
     return await handler(request)
+
+
+@web.middleware
+async def buffers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives back to the process's budget what the request's body held (``body.charge``), when
+    its handler is done with it."""
+    try:
+        return await handler(request)
+    finally:
+        state = request[STATE]
+        if state.held:
+            request.app[BUFFERS].give_back(state.held)
+            state.held = 0

@@ -5,6 +5,7 @@ past the budget are refused with 503 and Retry-After, and served again once it f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -14,8 +15,9 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import free_ports
+from tests.conftest import GatewayFactory, free_ports
 from tests.fakes.big_answers import BigUpstream
+from tests.fakes.openai_upstream import FakeOpenAI
 
 CLI = str(Path(sys.executable).parent / "inference-gateway")
 MiB = 1 << 20
@@ -85,3 +87,35 @@ async def test_concurrent_huge_answers_stay_within_the_budget(served: tuple[str,
         for _ in range(3):
             status, _, _ = await ask()
             assert status == 200
+
+
+async def test_request_bodies_count_against_the_same_budget(
+        upstream: FakeOpenAI, gateway_factory: GatewayFactory) -> None:
+    """A body held by a request in flight counts until the request ends; one that would pass
+    the budget meanwhile is refused with 503 and Retry-After, then served once it frees."""
+    gw = await gateway_factory({
+        "auth": {"enabled": False}, "limits": {"max_buffered_bytes": 4 * MiB},
+        "models": [{"id": "slow", "task": "chat", "provider": "openai",
+                    "upstream_url": upstream.base_url, "upstream_model": "slow",
+                    "max_response_bytes": 64 * 1024}]})
+    upstream.slow_seconds = 30.0
+    padding = "p" * (400 * 1024)  # 400 KiB, counted 6 times: 2.4 MiB of the 4
+    body = {"model": "slow", "messages": [{"role": "user", "content": padding}]}
+    upstream.received.clear()
+    async with aiohttp.ClientSession() as s:
+        first = asyncio.create_task(s.post(gw.http + "/v1/chat/completions", json=body))
+        await asyncio.wait_for(upstream.received.wait(), 10)  # its body is held meanwhile
+        async with s.post(gw.http + "/v1/chat/completions", json=body) as r:
+            assert r.status == 503 and r.headers["Retry-After"] == "1"
+            assert "memory budget" in (await r.json())["error"]["message"]
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        upstream.slow_seconds = 0.0
+        for _ in range(200):  # the cancelled request gives its share back as its handler ends
+            async with s.post(gw.http + "/v1/chat/completions", json=body) as r:
+                if r.status == 200:
+                    break
+                assert r.status == 503
+            await asyncio.sleep(0.05)
+        assert r.status == 200

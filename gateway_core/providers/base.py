@@ -21,29 +21,10 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
-from gateway_common.config import BUFFER_COST_FACTOR, ModelConfig, load_dataclass
+from gateway_common.budget import BUFFER_COST_FACTOR, ByteBudget
+from gateway_common.config import ModelConfig, load_dataclass
 from gateway_core.errors import Overloaded, Unsupported, UpstreamTimeout
 from inference_gateway.v1 import inference_pb2 as pb
-
-
-class ByteBudget:
-    """Bytes of upstream answers held in memory at once, process-wide: an answer read whole is
-    counted (times ``BUFFER_COST_FACTOR``, for its parsed and converted copies) from its first
-    byte until its call ends; one that does not fit is refused rather than letting the process
-    grow."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-
-    def try_take(self, nbytes: int) -> bool:
-        if self.used + nbytes > self.capacity:
-            return False
-        self.used += nbytes
-        return True
-
-    def give_back(self, nbytes: int) -> None:
-        self.used -= nbytes
 
 
 @dataclass(slots=True)

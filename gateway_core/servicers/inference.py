@@ -13,11 +13,12 @@ from typing import Any
 
 from grpc import aio
 
+from gateway_common.budget import ByteBudget
 from gateway_common.config import LimitsConfig
 from gateway_core import audio, templates
 from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
-from gateway_core.providers.base import ByteBudget, Call
+from gateway_core.providers.base import Call
 from gateway_core.registry import ModelEntry, ModelRegistry
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
@@ -92,13 +93,14 @@ def _report(context: Ctx, call: Call) -> None:
 class InferenceServicer(pb_grpc.InferenceServicer):
     """Serves every task by handing the typed request to the model's provider."""
 
-    def __init__(self, registry: ModelRegistry, limits: LimitsConfig | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, limits: LimitsConfig | None = None,
+                 buffers: ByteBudget | None = None) -> None:
         self.registry = registry
         limits = limits or LimitsConfig()
         self.max_prompt_chars = limits.max_prompt_chars
         self.max_upload_bytes = limits.max_upload_bytes
         # Upstream answers read whole, process-wide (one servicer serves both transports).
-        self.buffers = ByteBudget(limits.max_buffered_bytes)
+        self.buffers = buffers or ByteBudget(limits.max_buffered_bytes)
         self.templates = templates.TemplateRenderer(limits.max_template_bytes,
                                                     limits.template_timeout_seconds)
 
