@@ -76,6 +76,12 @@ def raw_response(status: int, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+def _all_received(body: StreamReader) -> bool:
+    """Whether the whole body has arrived, read by the handler or not (``is_eof`` is only true
+    once it is read too: a body waiting in the buffer is not a slow sender)."""
+    return body.is_eof() or bool(getattr(body, "_eof", False))
+
+
 class EdgeProtocol(RequestHandler):
     """One client connection (see the module docstring)."""
 
@@ -135,7 +141,7 @@ class EdgeProtocol(RequestHandler):
     # -- reading ---------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if data and (self._body is None or self._body.is_eof()):
+        if data and (self._body is None or _all_received(self._body)):
             self._partial_head = True
             if self._head_timer is None:
                 self._arm_head(self.limits.header_timeout_seconds)
@@ -180,7 +186,7 @@ class EdgeProtocol(RequestHandler):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-        if not body.is_eof() and self.limits.body_timeout_seconds > 0:
+        if not _all_received(body) and self.limits.body_timeout_seconds > 0:
             self._body_bytes = 0
             self._body_timer = self._loop.call_later(self.limits.body_timeout_seconds,
                                                      self._body_tick)
@@ -188,7 +194,7 @@ class EdgeProtocol(RequestHandler):
     def _body_tick(self) -> None:
         self._body_timer = None
         body = self._body
-        if body is None or body.is_eof() or self._force_close or self.transport is None:
+        if body is None or _all_received(body) or self._force_close or self.transport is None:
             return
         window = self.limits.body_timeout_seconds
         paused = self._reading_paused or self._buffer_paused

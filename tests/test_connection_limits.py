@@ -205,3 +205,21 @@ async def test_stray_bytes_during_a_request_do_not_keep_the_connection(
     _, took = await until_closed(reader, 1.0 + SLACK)
     writer.close()
     assert took < 1.0 + SLACK
+
+
+async def test_a_pipelined_body_waiting_behind_a_stream_does_not_cut_it(gw: Gateway) -> None:
+    """The next request's body, arrived whole but not read while a stream is served before it,
+    is not a slow sender."""
+    stream = (b'{"model": "fake-endless", "stream": true, '
+              b'"messages": [{"role": "user", "content": "go"}]}')
+    reader, writer = await open_conn(gw)
+    writer.write(HEAD + b"Content-Length: %d\r\n\r\n" % len(stream) + stream
+                 + HEAD + b"Content-Length: %d\r\n\r\n" % len(CHAT) + CHAT)
+    started = time.monotonic()
+    received = 0
+    while time.monotonic() - started < 2.5:  # past the body and header timeouts, twice over
+        chunk = await asyncio.wait_for(reader.read(65536), SLACK)
+        assert chunk, "the connection was closed under the stream"
+        received += len(chunk)
+    writer.close()
+    assert received > 1000
