@@ -129,7 +129,8 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
             try:
                 channel = (core_handle.local_channel()
                            if core and config.listen.core_transport == "local" else None)
-                edge_handle = await start_edge(config, channel=channel)
+                edge_handle = await start_edge(
+                    config, channel=channel, buffers=core_handle.buffers if core else None)
             except BaseException:
                 for s in stoppers:  # the core started: stop it before reporting the failure
                     await s()

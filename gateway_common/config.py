@@ -14,8 +14,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
+
+from gateway_common.budget import BUFFER_COST_FACTOR
 
 T = TypeVar("T")
 
@@ -83,8 +86,29 @@ class LimitsConfig:
     # Largest rendered custom chat template, and how long rendering may take.
     max_template_bytes: int = 64 * 1024
     template_timeout_seconds: float = 1.0
-    # Longest prompt (all message texts, or the completion prompt) in characters; longer is 413.
+    # Longest prompt or input in characters, on every task (chat messages, the completion prompt,
+    # embedding and classification inputs, rerank query and texts, translation text, speech input,
+    # image prompt, the predict payload); longer is 413.
     max_prompt_chars: int = 1_000_000
+    # Largest request header line or field (bytes); longer is 400.
+    max_header_bytes: int = 8190
+    # Time a client has to send a request's headers, from its first byte (or from the connection
+    # opening); past it the connection is closed (408 when some of the head had arrived).
+    header_timeout_seconds: float = 20.0
+    # A request body must arrive at body_min_rate_bytes per second or more, measured over each
+    # window of body_timeout_seconds; a slower (or stalled) sender is cut off.
+    body_timeout_seconds: float = 20.0
+    body_min_rate_bytes: int = 500
+    # How long an idle keep-alive connection stays open between requests.
+    keepalive_timeout_seconds: float = 75.0
+    # Open client connections per process; past it a new connection is answered 503 (with
+    # Retry-After) and closed, except the health probes, which are still served.
+    max_connections: int = 1024
+    # Bytes of request bodies and upstream answers read whole at once, process-wide, each
+    # counted BUFFER_COST_FACTOR (6) times (its parsed form, the message built from it and its
+    # encoding live beside it); one that does not fit is refused with 503 and Retry-After
+    # instead of growing the process.
+    max_buffered_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,8 @@ class ModelConfig:
     # Other names that route here (endpoint and mlflow dialect names).
     aliases: list[str] = field(default_factory=list)
     owned_by: str = "inference-gateway"
+    # Largest upstream answer read whole for this model (bytes); larger is a 502.
+    max_response_bytes: int = 64 * 1024 * 1024
     # Provider-specific settings, validated by the provider.
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -311,6 +337,11 @@ def validate(config: GatewayConfig) -> GatewayConfig:
             seen[name] = f"models[{i}]"
         if m.timeout_seconds is not None and m.timeout_seconds <= 0:
             raise ConfigError(f"models[{i}].timeout_seconds", "must be greater than 0")
+        _validate_upstream(f"models[{i}]", m)
+        if m.max_response_bytes * BUFFER_COST_FACTOR > config.limits.max_buffered_bytes:
+            raise ConfigError(f"models[{i}].max_response_bytes",
+                              f"an answer this large (counted {BUFFER_COST_FACTOR} times) would "
+                              "never fit in limits.max_buffered_bytes; lower it or raise that")
     for endpoint, ids in config.endpoints.items():
         for j, model_id in enumerate(ids):
             if config.model(model_id) is None:
@@ -324,6 +355,24 @@ def validate(config: GatewayConfig) -> GatewayConfig:
         raise ConfigError("timeouts.default_seconds", "must be greater than 0")
     _validate_jwt(config.auth.jwt)
     return config
+
+
+def _validate_upstream(path: str, m: ModelConfig) -> None:
+    """An upstream URL the HTTP client can call, with at most one source of credentials (the URL
+    itself is never quoted: it may hold a password)."""
+    if m.upstream_url is None:
+        return
+    parts = urlsplit(m.upstream_url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        raise ConfigError(f"{path}.upstream_url", "has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{path}.upstream_url", "must be an http:// or https:// URL with a host")
+    if (parts.username or parts.password) and m.api_key_env:
+        raise ConfigError(f"{path}.upstream_url",
+                          "carries credentials (user:password@) and api_key_env is set too; an "
+                          "upstream request carries one Authorization header: keep one of them")
 
 
 def _validate_jwt(jwt: JwtConfig) -> None:

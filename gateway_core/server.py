@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from gateway_core.auth.runtime import AuthRuntime, start_auth
 from gateway_core.interceptors import ErrorInterceptor, MetricsInterceptor
@@ -65,6 +66,8 @@ class CoreHandle:
     auth: AuthRuntime | None = None
     # The same handlers and interceptors, for callers in this process (see local_channel.py).
     local: LocalServer | None = None
+    # The process's budget of buffered bytes (an edge in this process shares it).
+    buffers: ByteBudget | None = None
 
     def local_channel(self) -> LocalChannel:
         """A channel that serves the edge's calls in this process, without the gRPC transport."""
@@ -120,7 +123,9 @@ async def start_core(
     # Every service goes on both: the gRPC port for other processes, the local server for an
     # edge in this one.
     both: Any = Registrar(server, local)
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits), both)
+    buffers = ByteBudget(config.limits.max_buffered_bytes)
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits, buffers),
+                                            both)
     pb_grpc.add_ModelsServicer_to_server(ModelsServicer(registry), both)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, both)
@@ -146,4 +151,5 @@ async def start_core(
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("core listening on %s:%d (%d models)", bind_host, bound, len(registry.entries()))
     return CoreHandle(server, bound, registry, sessions, health,
-                      extras=[auth] if auth is not None else [], auth=auth, local=local)
+                      extras=[auth] if auth is not None else [], auth=auth, local=local,
+                      buffers=buffers)

@@ -2,55 +2,47 @@
 
 ``create_app(config)`` builds the aiohttp application: middlewares in their order, the channel to
 the core opened and closed in ``cleanup_ctx``, the ops routes and every dialect's routes.
-``start_edge`` runs it with ``handler_cancellation=True``, so a client that goes away cancels its
-handler, its gRPC call and, through the core, the upstream request.
+``start_edge`` runs it through ``protocol.EdgeRunner`` (bounded time and connections, parser
+errors without the request's bytes) with ``handler_cancellation=True``, so a client that goes away
+cancels its handler, its gRPC call and, through the core, the upstream request.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
-from http_edge.middlewares import context_middleware, error_middleware, metrics_middleware
+from http_edge.logs import ClientErrorFilter, ClientErrorLog
+from http_edge.middlewares import (
+    buffers_middleware,
+    context_middleware,
+    error_middleware,
+    guard_middleware,
+    metrics_middleware,
+)
+from http_edge.protocol import OVERFLOW_ALLOWANCE, SERVER_NAME, EdgeRunner
 from http_edge.routing import add_routes, json_response
-from http_edge.state import CONFIG, CORE, ROUTE_DIALECTS, Dialect
+from http_edge.state import BUFFERS, CONFIG, CORE, ROUTE_DIALECTS, Dialect
 
 log = logging.getLogger(__name__)
 
 
-class _UnparsedRequests(logging.Filter):
-    """aiohttp logs a request it cannot parse at ERROR, with a traceback and the offending line
-    quoted, and that line may be ``Authorization: Bearer <secret>``. Such a record becomes one
-    INFO line naming the problem (the text before the quote), and never the bytes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            problem = str(exc.message or "").split("\n", 1)[0].split(":", 1)[0].strip()[:120]
-            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-            record.msg = "unparseable HTTP request from %s: %s (answered %d)"
-            record.args = (remote, problem or exc.__class__.__name__, exc.code or 400)
-            record.exc_info = record.exc_text = None
-            record.stack_info = None
-            if record.levelno > logging.INFO:
-                record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-# The edge's HTTP server logs here (aiohttp's own default is ``aiohttp.server``).
+# The edge's HTTP server logs here (aiohttp's own default is ``aiohttp.server``); client errors
+# are one rate-limited line each, without the request's bytes.
 server_log = logging.getLogger("http_edge.server")
-server_log.addFilter(_UnparsedRequests())
+server_log.addFilter(ClientErrorFilter())
 
 OPS = Dialect("ops", openai.error_json, openai.stream_error)
 
@@ -76,17 +68,27 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return resp
 
 
+async def _server_header(request: web.Request, resp: web.StreamResponse) -> None:
+    """The product's name, without the version of anything (aiohttp would name itself)."""
+    resp.headers["Server"] = SERVER_NAME
+
+
 def create_app(config: GatewayConfig, core_address: str | None = None,
-               channel: aio.Channel | None = None) -> web.Application:
+               channel: aio.Channel | None = None,
+               buffers: ByteBudget | None = None) -> web.Application:
     """The edge application, talking to the core at ``core_address`` (default from config), or
-    over ``channel`` when given (the core's local channel, in one process with it)."""
+    over ``channel`` when given (the core's local channel, in one process with it). Request
+    bodies are counted against ``buffers`` (the core's, in one process with it)."""
     limit = max(config.limits.max_body_bytes, config.limits.max_upload_bytes)
     app = web.Application(
-        middlewares=[context_middleware, metrics_middleware, error_middleware],
+        middlewares=[context_middleware, metrics_middleware, error_middleware, guard_middleware,
+                     buffers_middleware],
         client_max_size=limit,
     )
+    app.on_response_prepare.append(_server_header)
     app[CONFIG] = config
     app[ROUTE_DIALECTS] = {}
+    app[BUFFERS] = buffers or ByteBudget(config.limits.max_buffered_bytes)
 
     async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         client = CoreClient(config, core_address, channel)
@@ -108,6 +110,16 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
     return app
 
 
+def _check_open_files(max_connections: int) -> None:
+    """Warn when the connection cap cannot be reached: past the open-file limit the OS refuses
+    connections before the edge can answer them (and the upstream sessions need files too)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + OVERFLOW_ALLOWANCE + 256
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("limits.max_connections is %d but the open-file limit is %d: raise it "
+                    "(ulimit -n %d) or lower the cap", max_connections, soft, needed)
+
+
 @dataclass
 class EdgeHandle:
     runner: web.AppRunner
@@ -124,16 +136,20 @@ async def start_edge(
     port: int | None = None,
     core_address: str | None = None,
     channel: aio.Channel | None = None,
+    buffers: ByteBudget | None = None,
 ) -> EdgeHandle:
     """Start the edge; ``port=0`` picks a free port (see ``handle.port``)."""
-    app = create_app(config, core_address, channel)
-    runner = web.AppRunner(
+    app = create_app(config, core_address, channel, buffers)
+    runner = EdgeRunner(
         app,
+        limits=config.limits,
+        errors=ClientErrorLog(server_log),
         handler_cancellation=True,
         shutdown_timeout=config.timeouts.shutdown_grace_seconds,
         access_log=None,
         logger=server_log,
     )
+    _check_open_files(config.limits.max_connections)
     await runner.setup()
     site = web.TCPSite(
         runner,

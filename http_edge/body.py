@@ -13,8 +13,11 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from gateway_common.budget import BUFFER_COST_FACTOR
 from gateway_common.json_text import json_kind, shown
-from http_edge.errors import EdgeError
+from http_edge.errors import REASON_TABLE, EdgeError
+from http_edge.logs import describe
+from http_edge.state import BUFFERS, STATE
 
 # JSON nesting allowed in free-form fields: each JSON level is two protobuf levels (Value and
 # Struct/ListValue), and protobuf refuses messages nested deeper than 100.
@@ -38,20 +41,71 @@ def check_nesting(value: Any, what: str = "the body") -> None:
     raise EdgeError.bad_request(f"{what} is nested more than {MAX_NESTING} levels deep")
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The request's JSON body, bounded to ``limit`` bytes."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise EdgeError.http(413, f"the request body is {length} bytes; the limit is {limit}")
+def is_json_type(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` header allows a JSON body: absent (curl and scripts that send
+    none), ``application/json`` or a ``+json`` type, with any parameters. Form and text types are
+    refused, which also keeps cross-site form posts out."""
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                            and media.endswith("+json"))
+
+
+def unreadable(exc: RequestPayloadError) -> EdgeError:
+    """A body the parser could not read: a fixed message (the parser's own quotes the bytes),
+    and the connection closed after the answer (the rest of the body cannot be framed)."""
+    status, message = describe(exc) or (400, "the request body could not be read")
+    err = EdgeError.http(status, message)
+    err.close = True
+    return err
+
+
+def charge(request: web.Request, nbytes: int) -> None:
+    """Count ``nbytes`` of the request's body against the process's budget until the request
+    ends (``buffers_middleware``); 503 with Retry-After when they do not fit."""
+    cost = nbytes * BUFFER_COST_FACTOR
+    if not request.app[BUFFERS].try_take(cost):
+        raise EdgeError(REASON_TABLE["overloaded"], "the gateway is holding as many request "
+                        "bodies as its memory budget allows; retry shortly", reason="overloaded")
+    request[STATE].held += cost
+
+
+async def read_body(request: web.Request, limit: int, what: str = "the request body",
+                    shown: int | None = None) -> bytes:
+    """The request's body, bounded to ``limit`` bytes (413 naming ``what`` and the limit
+    ``shown``) and counted against the process's budget as it arrives (all of a declared length
+    at once)."""
+    shown = limit if shown is None else shown
+    too_large = f"{what} is larger than the limit of {shown} bytes"
+    declared = request.content_length
+    if declared is not None:
+        if declared > limit:
+            raise EdgeError.http(413, f"{what} is {declared} bytes; the limit is {shown}")
+        charge(request, declared)
+    counted = declared or 0  # a compressed body grows past its declared length
+    chunks: list[bytes] = []
+    size = 0
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise EdgeError.http(413, f"the request body is larger than the limit of {limit} bytes")\
-            from None
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise EdgeError.http(413, too_large)
+            if size > counted:
+                charge(request, size - counted)
+                counted = size
+            chunks.append(chunk)
     except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on bytes that are not gzip
-        raise EdgeError.bad_request(f"the request body cannot be decoded: {exc}") from None
-    if len(raw) > limit:
-        raise EdgeError.http(413, f"the request body is {len(raw)} bytes; the limit is {limit}")
+        raise unreadable(exc) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The request's JSON body, bounded to ``limit`` bytes; 415 for a body sent as another type."""
+    if not is_json_type(request.headers.get("Content-Type")):
+        raise EdgeError.http(415, "the request body must be JSON: send it with "
+                                  "'Content-Type: application/json'")
+    raw = await read_body(request, limit)
     if not raw.strip():
         raise EdgeError.bad_request("the request body is empty; expected JSON")
     try:

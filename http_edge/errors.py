@@ -27,6 +27,8 @@ class ErrorKind:
     code: str | None = None
     # False tells SDKs that honour ``x-should-retry`` not to retry (a retry cannot help).
     retry: bool = True
+    # Seconds for a Retry-After header (None: no header).
+    retry_after: int | None = None
 
 
 # Exhaustive over grpc.StatusCode (a test checks it).
@@ -69,7 +71,7 @@ REASON_TABLE: dict[str, ErrorKind] = {
                                         retry=False),
     "upstream_timeout": ErrorKind(504, "timeout_error", "timeout", retry=False),
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
-    "overloaded": ErrorKind(503, "overloaded_error", "overloaded"),
+    "overloaded": ErrorKind(503, "overloaded_error", "overloaded", retry_after=1),
     "auth_store_unavailable": ErrorKind(503, "service_unavailable", "auth_store_unavailable"),
 }
 
@@ -107,6 +109,8 @@ class EdgeError(Exception):
         self.retry_after = retry_after
         # Bounded label for metrics.
         self.reason = reason or kind.code or kind.type
+        # Close the connection after the answer (the request could not be read to its end).
+        self.close = False
 
     @property
     def status(self) -> int:

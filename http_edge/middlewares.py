@@ -1,5 +1,5 @@
 """Edge middlewares, one concern each; their order is set in ``app.py``:
-request context (id, dialect, start time) → metrics → errors → handler."""
+request context (id, dialect, start time) → metrics → errors → guard → buffers → handler."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from grpc import aio
 
 from gateway_common.metrics import child
 from http_edge import metrics
-from http_edge.errors import HTTP_KINDS, EdgeError, from_rpc_error
-from http_edge.state import ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
+from http_edge.errors import HTTP_KINDS, REASON_TABLE, EdgeError, from_rpc_error
+from http_edge.protocol import HEALTH_PATHS, EdgeProtocol
+from http_edge.state import BUFFERS, ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ def error_response(request: web.Request, err: EdgeError) -> web.Response:
         resp.headers["Retry-After"] = err.retry_after
     if err.status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
+    if err.close:
+        resp.force_close()
+    if err.kind.retry_after is not None:
+        resp.headers["Retry-After"] = str(err.kind.retry_after)
     return resp
 
 
@@ -106,8 +111,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         kind = HTTP_KINDS.get(exc.status, HTTP_KINDS[400 if exc.status < 500 else 500])
         message = {
-            404: f"no route for {request.method} {request.path[:200]}",
-            405: f"method {request.method} is not allowed here",
+            # The path and method are not quoted: a client may put anything in them.
+            404: "no route for this method and path",
+            405: "this method is not allowed on this path",
             413: "the request body is larger than the gateway accepts",
         }.get(exc.status, exc.reason)
         resp = error_response(request, EdgeError(kind, message))
@@ -121,3 +127,37 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         rid = request[STATE].request_id
         return error_response(request, EdgeError(
             HTTP_KINDS[500], f"internal error in the gateway (request id {rid})"))
+
+
+# Headers that carry a credential: two of one kind would leave it to chance which is checked.
+CREDENTIAL_HEADERS = ("Authorization", "x-api-key")
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses what must not be served: any request but a health probe on a connection past the
+    connection cap (503), and an ambiguous credential (two ``Authorization`` or ``x-api-key``
+    headers, 400)."""
+    protocol = request.protocol
+    if (isinstance(protocol, EdgeProtocol) and protocol.overflow
+            and request.path not in HEALTH_PATHS):
+        raise EdgeError(REASON_TABLE["overloaded"],
+                        "the gateway has too many open connections; retry shortly",
+                        reason="too_many_connections")
+    for name in CREDENTIAL_HEADERS:
+        if len(request.headers.getall(name, ())) > 1:
+            raise EdgeError.bad_request(f"the request carries more than one {name} header")
+    return await handler(request)
+
+
+@web.middleware
+async def buffers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives back to the process's budget what the request's body held (``body.charge``), when
+    its handler is done with it."""
+    try:
+        return await handler(request)
+    finally:
+        state = request[STATE]
+        if state.held:
+            request.app[BUFFERS].give_back(state.held)
+            state.held = 0

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 
 if TYPE_CHECKING:
@@ -43,10 +44,13 @@ class RequestState:
     error_reason: str | None = None
     # The endpoint id of an endpoint-dialect request: sent to the core, which checks it.
     endpoint: str | None = None
+    # Bytes of the process's buffer budget this request holds (its body), given back at its end.
+    held: int = 0
 
 
 CONFIG = web.AppKey("config", GatewayConfig)
 CORE: web.AppKey[CoreClient] = web.AppKey("core")
 ROUTE_DIALECTS = web.AppKey("route_dialects", dict[Any, Dialect])
+BUFFERS = web.AppKey("buffers", ByteBudget)
 STATE = web.RequestKey("igw_state", RequestState)
 STARTED = web.RequestKey("igw_started", float)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from http_edge import multipart
+from http_edge.body import read_body
 from http_edge.errors import EdgeError
 
 # Form overhead allowed beyond the file itself.
@@ -47,21 +47,6 @@ class Upload:
         return data
 
 
-async def _read_body(request: web.Request, bound: int, file_field: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > bound:
-                raise EdgeError.http(413, f"the upload is larger than the limit of"
-                                          f" {bound - _FORM_SLACK} bytes", param=file_field)
-            chunks.append(chunk)
-    except RequestPayloadError as exc:  # e.g. a Content-Encoding its bytes do not match
-        raise EdgeError.bad_request(f"the request body cannot be decoded: {exc}") from None
-    return b"".join(chunks)
-
-
 async def read_upload(request: web.Request, limit: int, file_field: str = "file") -> Upload:
     """The form's text fields and its ``file_field`` part, the file bounded to ``limit``."""
     content_type = request.headers.get("Content-Type", "")
@@ -70,14 +55,15 @@ async def read_upload(request: web.Request, limit: int, file_field: str = "file"
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type != "multipart/form-data":
         raise EdgeError.http(415, f"the request must be multipart/form-data with a"
-                                  f" '{file_field}' part; got '{media_type[:60]}'")
-    length = request.content_length
-    if length is not None and length > limit + _FORM_SLACK:
-        raise EdgeError.http(413, f"the upload is {length} bytes; the limit is {limit}",
-                             param=file_field)
+                                  f" '{file_field}' part")
     try:
         boundary = multipart.boundary_of(content_type)
-        body = await _read_body(request, limit + _FORM_SLACK, file_field)
+        try:
+            body = await read_body(request, limit + _FORM_SLACK, "the upload", limit)
+        except EdgeError as err:
+            if err.status == 413:
+                err.param = file_field
+            raise
         parts = multipart.parse(body, boundary, _MAX_PARTS)
     except multipart.MultipartError as exc:
         raise EdgeError.bad_request(f"the multipart body is malformed: {exc}") from None

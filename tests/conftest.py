@@ -108,7 +108,8 @@ async def start_gateway(config: GatewayConfig, transport: str = "local") -> Gate
     core = await start_core(config, host="127.0.0.1", port=0)
     edge = await start_edge(config, host="127.0.0.1", port=0,
                             core_address=f"127.0.0.1:{core.port}",
-                            channel=core.local_channel() if transport == "local" else None)
+                            channel=core.local_channel() if transport == "local" else None,
+                            buffers=core.buffers)
     return Gateway(core, edge, config)
 
 

@@ -293,17 +293,20 @@ async def test_upstream_404_message_hides_credentials_in_its_url(
     assert "127.0.0.1" not in message  # the path only: never the upstream's address
 
 
-async def test_an_upstream_answer_over_the_bound_is_502(gateway: Gateway,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """An upstream answer is read whole only up to a bound (64 MiB; 200 bytes here)."""
-    from gateway_core.providers import http as provider_http
-
-    status, payload, _ = await post(gateway, "/v1/chat/completions", CHAT)
+async def test_an_upstream_answer_over_the_models_bound_is_502(
+        upstream: FakeOpenAI, gateway_factory: GatewayFactory) -> None:
+    """An upstream answer is read whole only up to the model's max_response_bytes."""
+    data = base_config(upstream.base_url)
+    data["models"].append({"id": "small-answers", "task": "chat", "provider": "openai",
+                           "upstream_url": upstream.base_url, "upstream_model": "llama",
+                           "max_response_bytes": 200})
+    gw = await gateway_factory(data)
+    status, payload, _ = await post(gw, "/v1/chat/completions", CHAT)
     assert status == 200  # the fake's answer is a few hundred bytes
-    monkeypatch.setattr(provider_http, "MAX_RESPONSE_BYTES", 200)
-    status, payload, _ = await post(gateway, "/v1/chat/completions", CHAT)
+    status, payload, _ = await post(gw, "/v1/chat/completions",
+                                    {**CHAT, "model": "small-answers"})
     assert status == 502, payload
-    assert "upstream answered with more than" in payload["error"]["message"]
+    assert "upstream answered with more than 200 bytes" in payload["error"]["message"]
 
 
 MALFORMED = [
@@ -329,10 +332,10 @@ async def test_unparseable_request_is_400_and_its_bytes_never_logged(
     writer.close()
     assert answer.startswith(b"HTTP/1.0 400 ") or answer.startswith(b"HTTP/1.1 400 ")
     for _ in range(50):  # the record is written as the error response is made
-        if any("unparseable HTTP request" in r.getMessage() for r in caplog.records):
+        if any("client error from" in r.getMessage() for r in caplog.records):
             break
         await asyncio.sleep(0.01)
-    records = [r for r in caplog.records if "unparseable HTTP request" in r.getMessage()]
+    records = [r for r in caplog.records if "client error from" in r.getMessage()]
     assert len(records) == 1 and records[0].levelno == logging.INFO
     assert records[0].exc_info is None
     assert "igw_leakcheck" not in caplog.text

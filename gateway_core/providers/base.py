@@ -21,8 +21,9 @@ from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
+from gateway_common.budget import BUFFER_COST_FACTOR, ByteBudget
 from gateway_common.config import ModelConfig, load_dataclass
-from gateway_core.errors import Unsupported, UpstreamTimeout
+from gateway_core.errors import Overloaded, Unsupported, UpstreamTimeout
 from inference_gateway.v1 import inference_pb2 as pb
 
 
@@ -34,6 +35,27 @@ class Call:
     request_id: str = ""
     # Seconds spent waiting on the upstream, summed by providers (reported as a trailer).
     upstream_seconds: float = 0.0
+    # The largest upstream answer read whole (the model's max_response_bytes).
+    max_response_bytes: int = 64 * 1024 * 1024
+    # The process-wide budget of buffered answers (None: unbounded), and this call's share.
+    budget: ByteBudget | None = None
+    held: int = 0
+
+    def hold(self, nbytes: int) -> None:
+        """Count ``nbytes`` of an upstream answer against the budget until ``release``; raises
+        Overloaded (503, Retry-After) when they do not fit."""
+        if self.budget is None or nbytes <= 0:
+            return
+        cost = nbytes * BUFFER_COST_FACTOR
+        if not self.budget.try_take(cost):
+            raise Overloaded("the gateway is buffering as many upstream answers as its memory "
+                             "budget allows; retry shortly")
+        self.held += cost
+
+    def release(self) -> None:
+        if self.budget is not None and self.held:
+            self.budget.give_back(self.held)
+            self.held = 0
 
     def remaining(self) -> float:
         """Seconds left before the deadline; raises UpstreamTimeout when none are."""

@@ -202,24 +202,31 @@ async def request_json(
                             kind="protocol") from exc
 
 
-# The largest upstream answer read whole (what gRPC's default receive limit at the edge allowed).
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+def _too_large(limit: int) -> UpstreamError:
+    shown = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+    return UpstreamError(f"upstream answered with more than {shown} (the model's "
+                         "max_response_bytes)", kind="protocol")
 
 
-def _too_large() -> UpstreamError:
-    return UpstreamError(f"upstream answered with more than {MAX_RESPONSE_BYTES >> 20} MiB",
-                         kind="protocol")
-
-
-async def _bounded_body(resp: aiohttp.ClientResponse) -> bytes:
-    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
-        raise _too_large()
+async def _bounded_body(resp: aiohttp.ClientResponse, call: Call) -> bytes:
+    """The whole body, within the model's bound and counted against the memory budget (the whole
+    declared length at once, else chunk by chunk as it comes)."""
+    limit = call.max_response_bytes
+    declared = resp.content_length
+    if declared is not None:
+        if declared > limit:
+            raise _too_large(limit)
+        call.hold(declared)
+    counted = declared or 0  # a compressed body grows past its declared length
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise _too_large()
+        if size > limit:
+            raise _too_large(limit)
+        if size > counted:
+            call.hold(size - counted)
+            counted = size
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -245,7 +252,7 @@ async def request_bytes(
             headers=_headers(headers or _JSON_HEADERS, call, api_key),
             timeout=call.client_timeout(),
         ) as resp:
-            body = await _bounded_body(resp)
+            body = await _bounded_body(resp, call)
             if resp.status >= 300:
                 raise status_error(resp.status, body, url, api_key=api_key, headers=resp.headers)
             return body
@@ -321,8 +328,8 @@ async def stream_sse_batches(
             timeout=call.client_timeout(),
         )
         if resp.status >= 300:
-            raise status_error(resp.status, await resp.read(), url, api_key=api_key,
-                               headers=resp.headers)
+            raise status_error(resp.status, await _bounded_body(resp, call), url,
+                               api_key=api_key, headers=resp.headers)
         # Whatever has arrived is split into lines at once (one await per read, not per line).
         pending = b""
         async for block in resp.content.iter_any():

@@ -8,11 +8,12 @@ the edge marks its deadline as a fallback (metadata ``igw-default-deadline``), t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from grpc import aio
 
+from gateway_common.budget import ByteBudget
 from gateway_common.config import LimitsConfig
 from gateway_core import audio, templates
 from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
@@ -49,6 +50,14 @@ def check_prompt(chars: int, limit: int) -> None:
         raise PayloadTooLarge(f"the prompt is {chars} characters long; the limit is {limit}")
 
 
+def check_texts(texts: Iterable[str], limit: int, *, extra: int = 0) -> None:
+    """The one input bound of every task: the texts' characters together, as for a prompt (plus
+    ``extra``: the size of model-specific fields, which may carry the text too)."""
+    chars = sum(len(t) for t in texts) + extra
+    if chars > limit:
+        raise PayloadTooLarge(f"the input is {chars} characters long; the limit is {limit}")
+
+
 def check_messages(request: pb.ChatRequest, limit: int) -> None:
     if not request.messages:
         raise InvalidRequest("'messages' must hold at least one message")
@@ -58,7 +67,9 @@ def check_messages(request: pb.ChatRequest, limit: int) -> None:
     check_prompt(chars, limit)
 
 
-def make_call(context: Ctx, entry: ModelEntry) -> Call:
+def make_call(context: Ctx, entry: ModelEntry, budget: ByteBudget | None = None) -> Call:
+    """The provider's view of this request; what it buffers is counted against ``budget`` until
+    the RPC ends (its answer sent)."""
     request_id = ""
     fallback = False
     for key, value in context.invocation_metadata() or ():
@@ -69,12 +80,17 @@ def make_call(context: Ctx, entry: ModelEntry) -> Call:
     current_request_id.set(request_id)
     remaining: float | None = context.time_remaining()  # None: the caller set no deadline
     if remaining is None:
-        budget = entry.timeout
+        seconds = entry.timeout
     elif fallback:
-        budget = min(remaining, entry.timeout)
+        seconds = min(remaining, entry.timeout)
     else:
-        budget = remaining
-    return Call(deadline=asyncio.get_running_loop().time() + budget, request_id=request_id)
+        seconds = remaining
+    call = Call(deadline=asyncio.get_running_loop().time() + seconds, request_id=request_id,
+                max_response_bytes=entry.config.max_response_bytes, budget=budget)
+    if budget is not None:
+        # (the stubs type the callback as a class of their own; any callable is accepted)
+        context.add_done_callback(lambda _ctx: call.release())  # type: ignore[arg-type]
+    return call
 
 
 def _report(context: Ctx, call: Call) -> None:
@@ -84,11 +100,14 @@ def _report(context: Ctx, call: Call) -> None:
 class InferenceServicer(pb_grpc.InferenceServicer):
     """Serves every task by handing the typed request to the model's provider."""
 
-    def __init__(self, registry: ModelRegistry, limits: LimitsConfig | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, limits: LimitsConfig | None = None,
+                 buffers: ByteBudget | None = None) -> None:
         self.registry = registry
         limits = limits or LimitsConfig()
         self.max_prompt_chars = limits.max_prompt_chars
         self.max_upload_bytes = limits.max_upload_bytes
+        # Upstream answers read whole, process-wide (one servicer serves both transports).
+        self.buffers = buffers or ByteBudget(limits.max_buffered_bytes)
         self.templates = templates.TemplateRenderer(limits.max_template_bytes,
                                                     limits.template_timeout_seconds)
 
@@ -103,7 +122,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry = self.registry.resolve(model, task, endpoint_of(context),
                                       generate=task == "completion" and generate_of(context))
         current_model.set(entry.id)
-        return entry, make_call(context, entry)
+        return entry, make_call(context, entry, self.buffers)
 
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
         entry, call = self._route(request.model, "chat", context)
@@ -152,6 +171,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "embedding", context)
         if not request.inputs:
             raise InvalidRequest("'input' must hold at least one text")
+        check_texts(request.inputs, self.max_prompt_chars)
         result = await entry.provider.embed(request, call)
         _report(context, call)
         return result
@@ -160,6 +180,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "rerank", context)
         if not request.texts:
             raise InvalidRequest("'texts' must hold at least one text")
+        check_texts((request.query, *request.texts), self.max_prompt_chars)
         result = await entry.provider.rerank(request, call)
         _report(context, call)
         return result
@@ -168,6 +189,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "classification", context)
         if not request.inputs:
             raise InvalidRequest("'inputs' must hold at least one text")
+        check_texts(request.inputs, self.max_prompt_chars)
         result = await entry.provider.classify(request, call)
         _report(context, call)
         return result
@@ -230,24 +252,31 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def GenerateSpeech(self, request: pb.SpeechRequest, context: Ctx) -> pb.SpeechResponse:
         entry, call = self._route(request.model, "speech", context)
+        check_texts((request.input, request.instructions), self.max_prompt_chars,
+                    extra=request.params.ByteSize())
         result = await entry.provider.speech(request, call)
         _report(context, call)
         return result
 
     async def GenerateImage(self, request: pb.ImageRequest, context: Ctx) -> pb.ImageResponse:
         entry, call = self._route(request.model, "image", context)
+        check_texts((request.prompt,), self.max_prompt_chars, extra=request.params.ByteSize())
         result = await entry.provider.image(request, call)
         _report(context, call)
         return result
 
     async def Translate(self, request: pb.TranslateRequest, context: Ctx) -> pb.TranslateResponse:
         entry, call = self._route(request.model, "translation", context)
+        check_texts((request.text,), self.max_prompt_chars, extra=request.params.ByteSize())
         result = await entry.provider.translate(request, call)
         _report(context, call)
         return result
 
     async def Predict(self, request: pb.PredictRequest, context: Ctx) -> pb.PredictResponse:
         entry, call = self._route(request.model, "predict", context)
+        if (size := request.ByteSize()) > self.max_prompt_chars:
+            raise PayloadTooLarge(f"the predict input is {size} bytes; the limit is "
+                                  f"{self.max_prompt_chars}")
         result = await entry.provider.predict(request, call)
         _report(context, call)
         return result

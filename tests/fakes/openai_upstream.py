@@ -85,6 +85,8 @@ class FakeOpenAI:
     token_delay: float = 0.0
     requests: list[Received] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set at each request received (clear it to wait for the next).
+    received: asyncio.Event = field(default_factory=asyncio.Event)
     streams_finished: int = 0
     runner: web.AppRunner | None = None
     port: int = 0
@@ -111,6 +113,7 @@ class FakeOpenAI:
     async def _receive(self, request: web.Request) -> dict[str, Any]:
         body = orjson.loads(await request.read())
         self.requests.append(Received(request.path, CIMultiDict(request.headers), body))
+        self.received.set()
         return body  # type: ignore[no-any-return]
 
     async def models(self, request: web.Request) -> web.Response:
