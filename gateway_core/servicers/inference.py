@@ -13,6 +13,7 @@ from typing import Any
 
 from grpc import aio
 
+from gateway_common.asyncgen import delegate
 from gateway_common.config import LimitsConfig
 from gateway_core import audio, templates
 from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
@@ -116,12 +117,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if request.chat_template:
             completion = await self._templated(request)
             first = True
-            async for piece in entry.provider.complete_stream(completion, call):
-                yield templates.chat_chunk(piece, first)
-                first = False
+            async with delegate(entry.provider.complete_stream(completion, call)) as pieces:
+                async for piece in pieces:
+                    yield templates.chat_chunk(piece, first)
+                    first = False
         else:
-            async for chunk in entry.provider.chat_stream(request, call):
-                yield chunk
+            async with delegate(entry.provider.chat_stream(request, call)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         _report(context, call)
 
     async def Complete(self, request: pb.CompletionRequest, context: Ctx) -> pb.CompletionResponse:
@@ -136,8 +139,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.CompletionChunk]:
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
-        async for chunk in entry.provider.complete_stream(request, call):
-            yield chunk
+        async with delegate(entry.provider.complete_stream(request, call)) as chunks:
+            async for chunk in chunks:
+                yield chunk
         _report(context, call)
 
     async def Embed(self, request: pb.EmbedRequest, context: Ctx) -> pb.EmbedResponse:
