@@ -127,9 +127,9 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
             from http_edge.app import start_edge
 
             try:
-                channel = (core_handle.local_channel()
-                           if core and config.listen.core_transport == "local" else None)
-                edge_handle = await start_edge(config, channel=channel)
+                in_process = (core_handle.in_process
+                              if core and config.listen.core_transport == "local" else None)
+                edge_handle = await start_edge(config, core=in_process)
             except BaseException:
                 for s in stoppers:  # the core started: stop it before reporting the failure
                     await s()

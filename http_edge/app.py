@@ -1,6 +1,6 @@
 """The edge's app factory and runner.
 
-``create_app(config)`` builds the aiohttp application: middlewares in their order, the channel to
+``create_app(config)`` builds the aiohttp application: middlewares in their order, the way to
 the core opened and closed in ``cleanup_ctx``, the ops routes and every dialect's routes.
 ``start_edge`` runs it with ``handler_cancellation=True``, so a client that goes away cancels its
 handler, its gRPC call and, through the core, the upstream request.
@@ -12,14 +12,12 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway_common.config import GatewayConfig
+from gateway_common.core_api import CoreAPI
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
 from http_edge.middlewares import context_middleware, error_middleware, metrics_middleware
@@ -57,14 +55,7 @@ OPS = Dialect("ops", openai.error_json, openai.stream_error)
 
 async def health(request: web.Request) -> web.Response:
     """200 when the core answers its health check as SERVING, 503 otherwise."""
-    core = request.app[CORE]
-    stub = health_pb2_grpc.HealthStub(core.channel)
-    try:
-        resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-        serving = resp.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        serving = False
-    if serving:
+    if await request.app[CORE].serving():
         return json_response({"status": "OK"})
     return json_response({"status": "UNAVAILABLE", "detail": "the gateway core is not serving"},
                          status=503)
@@ -77,9 +68,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def create_app(config: GatewayConfig, core_address: str | None = None,
-               channel: aio.Channel | None = None) -> web.Application:
+               core: CoreAPI | None = None) -> web.Application:
     """The edge application, talking to the core at ``core_address`` (default from config), or
-    over ``channel`` when given (the core's local channel, in one process with it)."""
+    through ``core`` when given (the core in process, in one process with it)."""
     limit = max(config.limits.max_body_bytes, config.limits.max_upload_bytes)
     app = web.Application(
         middlewares=[context_middleware, metrics_middleware, error_middleware],
@@ -89,7 +80,7 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
     app[ROUTE_DIALECTS] = {}
 
     async def core_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = CoreClient(config, core_address, channel)
+        client = CoreClient(config, core_address, core)
         app[CORE] = client
         await client.start()
         yield
@@ -123,10 +114,10 @@ async def start_edge(
     host: str | None = None,
     port: int | None = None,
     core_address: str | None = None,
-    channel: aio.Channel | None = None,
+    core: CoreAPI | None = None,
 ) -> EdgeHandle:
     """Start the edge; ``port=0`` picks a free port (see ``handle.port``)."""
-    app = create_app(config, core_address, channel)
+    app = create_app(config, core_address, core)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

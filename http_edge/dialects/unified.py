@@ -9,6 +9,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from gateway_common.core_api import CHAT, CHAT_STREAM
 from http_edge.body import read_object
 from http_edge.dialects import openai_wire
 from http_edge.dialects import unified_wire as wire
@@ -30,11 +31,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req, opts = wire.chat_request(body)
     state.task, state.model = "chat", core.label_for(req.model)
-    timeout, metadata = core.options(request)
     if opts.stream:
-        stream = core.inference.ChatStream(req, timeout=timeout, metadata=metadata)
-        return await relay(request, stream, wire.ChatEncoder(state, opts.include_usage), UNIFIED)
-    resp = await unary(request, core.inference.Chat(req, timeout=timeout, metadata=metadata))
+        return await relay(request, CHAT_STREAM, req, wire.ChatEncoder(state, opts.include_usage), UNIFIED)
+    resp = await unary(request, CHAT, req)
     openai_wire.record_usage(state, resp.usage)
     return json_response(wire.chat_response(resp))
 
