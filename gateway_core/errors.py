@@ -8,8 +8,7 @@ can raise them without knowing the transport.
 
 from __future__ import annotations
 
-REASON_KEY = "igw-reason"
-UPSTREAM_SECONDS_KEY = "igw-upstream-seconds"
+from gateway_common.core_api import REASON_KEY as REASON_KEY  # the trailer that names a reason
 
 
 class GatewayError(Exception):

@@ -21,8 +21,9 @@ from grpc import aio
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
 from gateway_common.asyncgen import delegate
+from gateway_common.core_api import MODEL_KEY, REASON_KEY
 from gateway_common.metrics import child
-from gateway_core.errors import REASON_KEY, GatewayError, UpstreamError
+from gateway_core.errors import GatewayError, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +142,24 @@ class BehaviorInterceptor(aio.ServerInterceptor):
         return behavior(request, context)
 
 
+def _trailers(reason: str) -> tuple[tuple[str, str], ...]:
+    """The reason, and the model the request resolved to (when it got that far)."""
+    model = current_model.get()
+    return ((REASON_KEY, reason), (MODEL_KEY, model)) if model else ((REASON_KEY, reason),)
+
+
 async def _abort(context: aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     if isinstance(exc, GatewayError):
         if isinstance(exc, UpstreamError):
             UPSTREAM_ERRORS.labels(current_model.get() or "unknown", exc.kind).inc()
-        await context.abort(
-            grpc.StatusCode[exc.code], exc.message, trailing_metadata=((REASON_KEY, exc.reason),)
-        )
+        await context.abort(grpc.StatusCode[exc.code], exc.message,
+                            trailing_metadata=_trailers(exc.reason))
     log.error("unhandled error in RPC (request id %s)", current_request_id.get() or "-",
               exc_info=exc)
     await context.abort(
         grpc.StatusCode.INTERNAL,
         f"internal error in the gateway (request id {current_request_id.get() or '-'})",
-        trailing_metadata=((REASON_KEY, "internal"),),
+        trailing_metadata=_trailers("internal"),
     )
     raise AssertionError("abort returned")  # pragma: no cover
 

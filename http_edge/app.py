@@ -82,7 +82,6 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
     async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         client = CoreClient(config, core_address, core)
         app[CORE] = client
-        await client.start()
         yield
         await client.close()
 

@@ -8,8 +8,6 @@ the caller's credentials and the request id as metadata. No auth decision is mad
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 from typing import Any
@@ -24,7 +22,6 @@ from gateway_common.core_api import (
     DEFAULT_DEADLINE_KEY,
     ENDPOINT_KEY,
     HEALTH_CHECK,
-    LIST_MODELS,
     REQUEST_ID_KEY,
     CallOptions,
     CoreAPI,
@@ -32,13 +29,10 @@ from gateway_common.core_api import (
 from gateway_common.core_grpc import GrpcCore
 from http_edge.errors import EdgeError
 from http_edge.state import STATE
-from inference_gateway.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_HEADER = "OICM-Request-Timeout"
-# Model names seen in labels are re-read from the core this often.
-MODELS_REFRESH_SECONDS = 30.0
 
 
 def channel_options(config: GatewayConfig) -> list[tuple[str, Any]]:
@@ -55,8 +49,7 @@ def channel_options(config: GatewayConfig) -> list[tuple[str, Any]]:
 
 
 class CoreClient:
-    """The core's API (one for the edge's lifetime), plus the model names it serves (for bounded
-    labels)."""
+    """The core's API (one for the edge's lifetime) and how this edge's calls are made."""
 
     def __init__(self, config: GatewayConfig, address: str | None = None,
                  api: CoreAPI | None = None) -> None:
@@ -67,21 +60,9 @@ class CoreClient:
             address = address or config.core_address
             api = GrpcCore(aio.insecure_channel(address, options=channel_options(config)))
         self.api: CoreAPI = api
-        # name or alias → model id, as last read from the core (from config until then).
-        self.model_names: dict[str, str] = config.model_names()
-        self._refresher: asyncio.Task[None] | None = None
         self.default_timeout = config.timeouts.max_seconds
 
-    async def start(self) -> None:
-        # With auth on, listing models needs a caller's token: the config's names serve instead.
-        if not self.config.auth.enabled:
-            self._refresher = asyncio.create_task(self._refresh_loop())
-
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
         await self.api.close()
 
     async def serving(self) -> bool:
@@ -92,30 +73,6 @@ class CoreClient:
         except grpc.RpcError:
             return False
         return bool(reply.message.status == health_pb2.HealthCheckResponse.SERVING)
-
-    async def refresh_models(self) -> None:
-        resp = (await self.api.unary(LIST_MODELS, pb.ListModelsRequest(), CallOptions(5.0))).message
-        names: dict[str, str] = {}
-        for m in resp.models:
-            names[m.id] = m.id
-            for alias in m.aliases:
-                names[alias] = m.id
-        self.model_names = names
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            try:
-                await self.refresh_models()
-                delay = MODELS_REFRESH_SECONDS
-            except grpc.RpcError as exc:
-                # The core may still be starting (edge and core started together): retry soon.
-                log.debug("cannot read the model list from the core yet: %s", exc)
-                delay = 1.0
-            await asyncio.sleep(delay)
-
-    def label_for(self, model: str) -> str:
-        """A bounded metrics label for a model name from a request."""
-        return self.model_names.get(model, "unknown")
 
     def timeout_of(self, request: web.Request) -> tuple[float, bool]:
         """(seconds, is_fallback) for the request's deadline."""

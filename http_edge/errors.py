@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
-REASON_KEY = "igw-reason"
+from gateway_common.core_api import REASON_KEY
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from grpc import aio
 
-from gateway_common.core_api import UPSTREAM_SECONDS_KEY, Metadata, Req, Resp, Unary, trailer
+from gateway_common.core_api import (
+    MODEL_KEY,
+    UPSTREAM_SECONDS_KEY,
+    Metadata,
+    Req,
+    Resp,
+    Unary,
+    trailer,
+)
 from http_edge.state import CORE, ROUTE_DIALECTS, STATE, Dialect, RequestState
 
 
@@ -25,13 +34,22 @@ def add_routes(
 async def unary(request: web.Request, rpc: Unary[Req, Resp], message: Req) -> Resp:
     """Call the core on behalf of ``request`` and note what its trailers say."""
     core = request.app[CORE]
-    reply = await core.api.unary(rpc, message, core.options(request))
+    try:
+        reply = await core.api.unary(rpc, message, core.options(request))
+    except aio.AioRpcError as exc:
+        note_trailers(request[STATE], tuple(exc.trailing_metadata() or ()))
+        raise
     note_trailers(request[STATE], reply.trailing)
     return reply.message
 
 
 def note_trailers(state: RequestState, trailing: Metadata) -> None:
-    """Note the upstream's share of a call's time (for the edge's own overhead figure)."""
+    """Note what the core's trailers say: the model the request resolved to (the metrics'
+    label: the core names only configured models) and the upstream's share of the call's time
+    (for the edge's own overhead figure)."""
+    model = trailer(trailing, MODEL_KEY)
+    if model:
+        state.model = model
     seconds = trailer(trailing, UPSTREAM_SECONDS_KEY)
     try:
         state.upstream_seconds = None if seconds is None else float(seconds)

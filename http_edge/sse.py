@@ -127,6 +127,7 @@ async def relay(
         tail = encoder.end()
         note_trailers(state, stream.trailing_metadata())
     except aio.AioRpcError as exc:
+        note_trailers(state, tuple(exc.trailing_metadata() or ()))
         err = from_rpc_error(exc)
         if resp is None:  # before the answer started: a plain HTTP error
             raise err from None

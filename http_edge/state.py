@@ -45,6 +45,10 @@ class RequestState:
     endpoint: str | None = None
 
 
+# A model route's label until the core names the model the request resolved to (it stays when
+# the core never does: an unknown model, a refused credential).
+MODEL_UNRESOLVED = "unknown"
+
 CONFIG = web.AppKey("config", GatewayConfig)
 CORE: web.AppKey[CoreClient] = web.AppKey("core")
 ROUTE_DIALECTS = web.AppKey("route_dialects", dict[Any, Dialect])

@@ -15,8 +15,15 @@ from grpc import aio
 
 from gateway_common.asyncgen import delegate
 from gateway_common.config import LimitsConfig
+from gateway_common.core_api import (
+    DEFAULT_DEADLINE_KEY,
+    ENDPOINT_KEY,
+    MODEL_KEY,
+    REQUEST_ID_KEY,
+    UPSTREAM_SECONDS_KEY,
+)
 from gateway_core import audio, templates
-from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
+from gateway_core.errors import InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
 from gateway_core.providers.base import Call
 from gateway_core.registry import ModelEntry, ModelRegistry
@@ -25,10 +32,6 @@ from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 
 Ctx = aio.ServicerContext[Any, Any]
 
-DEFAULT_DEADLINE_KEY = "igw-default-deadline"
-# Set by the endpoint dialect: the endpoint id the request came through (the core checks that the
-# endpoint exists and serves the model).
-ENDPOINT_KEY = "igw-endpoint"
 
 
 def endpoint_of(context: Ctx) -> str | None:
@@ -56,7 +59,7 @@ def make_call(context: Ctx, entry: ModelEntry) -> Call:
     request_id = ""
     fallback = False
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
+        if key == REQUEST_ID_KEY:
             request_id = str(value)
         elif key == DEFAULT_DEADLINE_KEY:
             fallback = True
@@ -72,7 +75,8 @@ def make_call(context: Ctx, entry: ModelEntry) -> Call:
 
 
 def _report(context: Ctx, call: Call) -> None:
-    context.set_trailing_metadata(((UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),))
+    context.set_trailing_metadata(((MODEL_KEY, current_model.get()),
+                                   (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}")))
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -96,6 +100,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     def _route(self, model: str, task: str, context: Ctx) -> tuple[ModelEntry, Call]:
         entry = self.registry.resolve(model, task, endpoint_of(context))
         current_model.set(entry.id)
+        # The model the name resolved to, for the caller's labels (the edge keeps no name map).
+        context.set_trailing_metadata(((MODEL_KEY, entry.id),))
         return entry, make_call(context, entry)
 
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:

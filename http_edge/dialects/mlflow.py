@@ -20,7 +20,7 @@ from http_edge.dialects import mlflow_wire as wire
 from http_edge.dialects import openai, openai_wire, tasks_wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
 
 MLFLOW = Dialect("mlflow", wire.error_json, wire.stream_error)
@@ -54,9 +54,9 @@ async def invocations(request: web.Request) -> web.StreamResponse:
 
 
 async def _embeddings(request: web.Request, body: dict[str, object]) -> web.Response:
-    core, state = request.app[CORE], request[STATE]
+    state = request[STATE]
     req, encoding = tasks_wire.embed_request(body)
-    state.task, state.model = "embedding", core.label_for(req.model)
+    state.task, state.model = "embedding", MODEL_UNRESOLVED
     resp = await unary(request, EMBED, req)
     state.prompt_tokens = resp.usage.prompt_tokens
     return json_response(tasks_wire.embed_response(resp, encoding))

@@ -35,7 +35,7 @@ from http_edge.dialects import tasks_wire as task_wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import relay
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 from http_edge.upload import read_upload
 from inference_gateway.v1 import inference_pb2 as pb
 
@@ -54,9 +54,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _start(request: web.Request, task: str) -> str:
     """The request's model, its task and model noted for the metrics."""
     model = _model(request)
-    core = request.app[CORE]
     state = request[STATE]
-    state.task, state.model = task, core.label_for(model)
+    state.task, state.model = task, MODEL_UNRESOLVED
     return model
 
 
@@ -67,8 +66,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req, opts = wire.chat_request(body, model)
         return await openai.serve_chat(request, req, opts, OICM)
     creq, copts = wire.generate_request(body, model)
-    core, state = request.app[CORE], request[STATE]
-    state.task, state.model = "completion", core.label_for(model)
+    state = request[STATE]
+    state.task, state.model = "completion", MODEL_UNRESOLVED
     if copts.stream:
         return await relay(request, COMPLETE_STREAM, creq, wire.CompletionAsChatEncoder(state), OICM)
     resp = await unary(request, COMPLETE, creq)

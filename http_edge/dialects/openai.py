@@ -17,7 +17,7 @@ from http_edge.dialects import openai_wire as wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import DONE, frame, relay
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
 
 
@@ -42,8 +42,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def serve_chat(request: web.Request, req: pb.ChatRequest, opts: wire.StreamOptions,
                      dialect: Dialect) -> web.StreamResponse:
     """Chat in the OpenAI shapes, streamed or not (shared by the OpenAI-speaking dialects)."""
-    core, state = request.app[CORE], request[STATE]
-    state.task, state.model = "chat", core.label_for(req.model)
+    state = request[STATE]
+    state.task, state.model = "chat", MODEL_UNRESOLVED
     if opts.stream:
         return await relay(request, CHAT_STREAM, req, wire.ChatEncoder(state, opts.include_usage), dialect)
     resp = await unary(request, CHAT, req)
@@ -59,8 +59,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def serve_completion(request: web.Request, req: pb.CompletionRequest,
                            opts: wire.StreamOptions, dialect: Dialect) -> web.StreamResponse:
-    core, state = request.app[CORE], request[STATE]
-    state.task, state.model = "completion", core.label_for(req.model)
+    state = request[STATE]
+    state.task, state.model = "completion", MODEL_UNRESOLVED
     if opts.stream:
         return await relay(request, COMPLETE_STREAM, req, wire.CompletionEncoder(state, opts.include_usage),
                            dialect)

@@ -14,21 +14,20 @@ from http_edge.dialects import tasks_wire as wire
 from http_edge.dialects.openai import OPENAI
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
-from http_edge.state import CONFIG, CORE, STATE
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE
 from http_edge.upload import Upload, read_upload
 from inference_gateway.v1 import inference_pb2 as pb
 
 
-def _start(request: web.Request, task: str, model: str) -> None:
-    core = request.app[CORE]
+def _start(request: web.Request, task: str) -> None:
     state = request[STATE]
-    state.task, state.model = task, core.label_for(model)
+    state.task, state.model = task, MODEL_UNRESOLVED
 
 
 async def embeddings(request: web.Request) -> web.Response:
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req, encoding = wire.embed_request(body)
-    _start(request, "embedding", req.model)
+    _start(request, "embedding")
     resp = await unary(request, EMBED, req)
     request[STATE].prompt_tokens = resp.usage.prompt_tokens
     return json_response(wire.embed_response(resp, encoding))
@@ -37,7 +36,7 @@ async def embeddings(request: web.Request) -> web.Response:
 async def rerank(request: web.Request) -> web.Response:
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req = wire.rerank_request(body)
-    _start(request, "rerank", req.model)
+    _start(request, "rerank")
     resp = await unary(request, RERANK, req)
     return json_response(wire.rerank_response(resp, request[STATE].request_id))
 
@@ -46,7 +45,7 @@ async def transcribe_upload(request: web.Request, up: Upload,
                             header: pb.TranscribeRequest) -> pb.TranscribeResponse:
     """Send an upload to the core in one message (a client stream would cost a message per
     chunk and a join in the core)."""
-    _start(request, "transcription", header.model)
+    _start(request, "transcription")
     header.audio = up.file_bytes()
     return await unary(request, TRANSCRIBE, header)
 
@@ -66,7 +65,7 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
 async def speech(request: web.Request) -> web.StreamResponse:
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req = wire.speech_request(body)
-    _start(request, "speech", req.model)
+    _start(request, "speech")
     resp = await unary(request, GENERATE_SPEECH, req)
     return web.Response(body=resp.audio, headers={
         "Content-Type": resp.mime_type or "application/octet-stream"})
@@ -75,7 +74,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
 async def images(request: web.Request) -> web.Response:
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req, fmt = wire.image_request(body)
-    _start(request, "image", req.model)
+    _start(request, "image")
     resp = await unary(request, GENERATE_IMAGE, req)
     return json_response(wire.image_response(resp, fmt))
 

@@ -18,7 +18,7 @@ from http_edge.dialects import tgi_wire as wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import relay
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
 
 TGI = Dialect("tgi", wire.error_json, wire.stream_error)
@@ -26,9 +26,9 @@ TGI = Dialect("tgi", wire.error_json, wire.stream_error)
 
 async def _generate(request: web.Request, body: dict[str, object], *, as_list: bool,
                     stream: bool | None) -> web.StreamResponse:
-    core, state = request.app[CORE], request[STATE]
+    state = request[STATE]
     req, opts = wire.generate_request(body, stream)
-    state.task, state.model = "completion", core.label_for(req.model)
+    state.task, state.model = "completion", MODEL_UNRESOLVED
     if opts.stream:
         return await relay(request, COMPLETE_STREAM, req, wire.GenerateEncoder(state, opts), TGI)
     resp = await unary(request, COMPLETE, req)

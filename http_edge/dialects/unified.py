@@ -16,7 +16,7 @@ from http_edge.dialects import unified_wire as wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import DONE, frame, relay
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 
 
 def stream_error(err: EdgeError, request_id: str) -> bytes:
@@ -27,10 +27,10 @@ UNIFIED = Dialect("unified", wire.error_json, stream_error)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    core, state = request.app[CORE], request[STATE]
+    state = request[STATE]
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req, opts = wire.chat_request(body)
-    state.task, state.model = "chat", core.label_for(req.model)
+    state.task, state.model = "chat", MODEL_UNRESOLVED
     if opts.stream:
         return await relay(request, CHAT_STREAM, req, wire.ChatEncoder(state, opts.include_usage), UNIFIED)
     resp = await unary(request, CHAT, req)
