@@ -20,10 +20,22 @@ import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import grpc
+from grpc import aio
 
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.defaults import default_config
 from gateway_common.durations import parse_expiry
+from gateway_core.auth.admin import token_proto
+from gateway_core.auth.service import TokenService
+from gateway_core.auth.store import open_store
+from gateway_core.errors import GatewayError, InvalidRequest
+from http_edge.dialects.admin import token_json
+from inference_gateway.v1 import admin_pb2 as apb
+from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
 
 EXIT_CONFIG = 2
 TIMEOUT = 30.0
@@ -90,9 +102,6 @@ class LocalBackend(Backend):
     """The store itself: whoever can read the data dir (or the DSN) is the administrator."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        from gateway_core.auth.service import TokenService
-        from gateway_core.auth.store import open_store
-
         def resolve(name: str) -> str | None:
             m = config.model(name)
             return m.id if m is not None else None
@@ -105,9 +114,6 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _json(record: Any) -> Token:
-        from gateway_core.auth.admin import token_proto
-        from http_edge.dialects.admin import token_json
-
         return token_json(token_proto(record))
 
     async def create(self, name: str, models: list[str], expires_at: float | None
@@ -129,37 +135,24 @@ class CoreBackend(Backend):
     """The core's Admin gRPC service."""
 
     def __init__(self, address: str, admin_token: str) -> None:
-        from grpc import aio
-
-        from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
-
         self.channel = aio.insecure_channel(address)
         self.stub = apb_grpc.AdminStub(self.channel)
         self.metadata = (("authorization", f"Bearer {admin_token}"),)
 
     async def create(self, name: str, models: list[str], expires_at: float | None
                      ) -> tuple[Token, str]:
-        from http_edge.dialects.admin import token_json
-        from inference_gateway.v1 import admin_pb2 as apb
-
         resp = await self.stub.CreateToken(apb.CreateTokenRequest(
             name=name, models=models, expires_at=int(expires_at or 0)),
             timeout=TIMEOUT, metadata=self.metadata)
         return token_json(resp.token), resp.secret
 
     async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
-        from http_edge.dialects.admin import token_json
-        from inference_gateway.v1 import admin_pb2 as apb
-
         resp = await self.stub.ListTokens(apb.ListTokensRequest(
             model=model or "", include_revoked=include_revoked),
             timeout=TIMEOUT, metadata=self.metadata)
         return [token_json(t) for t in resp.tokens]
 
     async def revoke(self, token_id: str) -> Token:
-        from http_edge.dialects.admin import token_json
-        from inference_gateway.v1 import admin_pb2 as apb
-
         return token_json(await self.stub.RevokeToken(
             apb.RevokeTokenRequest(id=token_id), timeout=TIMEOUT, metadata=self.metadata))
 
@@ -171,16 +164,12 @@ class HttpBackend(Backend):
     """The edge's ``/admin`` routes."""
 
     def __init__(self, url: str, admin_token: str) -> None:
-        import aiohttp
-
         self.base = url.rstrip("/")
         self.session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {admin_token}"},
             timeout=aiohttp.ClientTimeout(total=TIMEOUT))
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
-        import aiohttp
-
         try:
             async with self.session.request(method, f"{self.base}{path}", **kw) as resp:
                 try:
@@ -214,8 +203,6 @@ class HttpBackend(Backend):
         return list(body["data"])
 
     async def revoke(self, token_id: str) -> Token:
-        from urllib.parse import quote
-
         return dict(await self._call("DELETE", f"/admin/tokens/{quote(token_id, safe='')}"))
 
     async def close(self) -> None:
@@ -344,10 +331,6 @@ async def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _guarded(fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    import grpc
-
-    from gateway_core.errors import GatewayError, InvalidRequest
-
     try:
         return asyncio.run(fn())
     except CommandError as exc:

@@ -15,7 +15,7 @@ import aiohttp
 import grpc
 import pytest
 
-from gateway_common.cli import main
+from gateway_cli.cli import main
 from tests.auth.kit import AuthGateway, bearer, chat, reason_of
 from tests.conftest import closed_port, free_ports
 
