@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from gateway_cli.tokens_cli import add_parser as add_tokens_parser
-from gateway_cli.tokens_cli import print_bootstrap
+from gateway_cli.tokens_cli import note_config, print_bootstrap
 from gateway_cli.tokens_cli import run as run_tokens
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.defaults import default_config
@@ -189,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         _setup_logging(config.log_level)
         try:
+            if args.command != "edge":  # for ``tokens`` on this data dir
+                note_config(config, args.config)
             _run(_serve(config, core=args.command != "edge", edge=args.command != "core"))
         except ConfigError as exc:  # found at start (auth: keys, the admin credential, the DSN)
             print(f"invalid config: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -275,12 +276,55 @@ def print_bootstrap(bootstrap: Any, config: GatewayConfig, grpc_port: int,
 # -- command -----------------------------------------------------------------------------------
 
 
-def _config(args: argparse.Namespace) -> GatewayConfig:
-    config = load_config(args.config) if args.config else default_config()
+# In the embedded store's directory, ``serve`` and ``core`` note the config file they run with,
+# so that ``tokens`` on that directory knows its models without ``--config``.
+CONFIG_NOTE = "config-path"
+
+
+def note_config(config: GatewayConfig, path: str | None) -> None:
+    """Note ``path`` (None: the embedded defaults) in the data dir of a SQLite store."""
+    if config.storage.backend != "sqlite":
+        return
+    note = Path(config.storage.data_dir) / CONFIG_NOTE
+    if path is None:
+        note.unlink(missing_ok=True)
+        return
+    note.parent.mkdir(parents=True, exist_ok=True)
+    note.write_text(str(Path(path).resolve()))
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    """``--config``, or the config the gateway on ``--data-dir`` noted (None: neither)."""
+    if args.config:
+        return str(args.config)
+    note = Path(args.data_dir or default_config().storage.data_dir) / CONFIG_NOTE
+    if not note.is_file():
+        return None
+    path = note.read_text().strip()
+    if not Path(path).is_file():
+        raise CommandError(f"the gateway on this data dir ran with {path}, which is gone: give "
+                           "its config with --config PATH", EXIT_CONFIG)
+    return path
+
+
+def _config(args: argparse.Namespace) -> tuple[GatewayConfig, str | None]:
+    """The config to work with, and the file it came from (None: the embedded defaults)."""
+    path = _config_path(args)
+    config = load_config(path) if path else default_config()
     if args.data_dir:
         config = dataclasses.replace(
             config, storage=dataclasses.replace(config.storage, data_dir=args.data_dir))
-    return config
+    return config, path
+
+
+def _check_models(models: list[str], config: GatewayConfig) -> None:
+    """On the embedded defaults, a model they lack means the config is missing: say so."""
+    for name in models:
+        if name != "*" and config.model(name) is None:
+            raise CommandError(
+                f"the model '{name}' is not one of the embedded mock models, and no config says "
+                "which models the gateway serves: give its config with --config PATH (or ask "
+                "the running gateway with --url or --core)", EXIT_CONFIG)
 
 
 async def _backend(args: argparse.Namespace, config: GatewayConfig) -> Backend:
@@ -298,10 +342,12 @@ async def _backend(args: argparse.Namespace, config: GatewayConfig) -> Backend:
     return local
 
 
-async def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
+async def _run(args: argparse.Namespace, config: GatewayConfig, source: str | None) -> int:
     backend = await _backend(args, config)
     try:
         if args.action == "create":
+            if source is None and isinstance(backend, LocalBackend):
+                _check_models(args.models, config)
             try:
                 expires_at = parse_expiry(args.expires)
             except ValueError as exc:
@@ -355,8 +401,11 @@ def run(args: argparse.Namespace) -> int:
         print("tokens: give an action: create, list or revoke", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        config = _config(args)
+        config, source = _config(args)
     except ConfigError as exc:
         print(f"tokens: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return _guarded(lambda: _run(args, config))
+    except CommandError as exc:
+        print(f"tokens: {exc}", file=sys.stderr)
+        return exc.code
+    return _guarded(lambda: _run(args, config, source))
