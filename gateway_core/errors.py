@@ -101,8 +101,3 @@ class UpstreamTimeout(GatewayError):
 
     code = "DEADLINE_EXCEEDED"
     reason = "upstream_timeout"
-
-
-class Overloaded(GatewayError):
-    code = "RESOURCE_EXHAUSTED"
-    reason = "overloaded"

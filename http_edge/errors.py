@@ -59,7 +59,6 @@ REASON_TABLE: dict[str, ErrorKind] = {
     "upstream_rejected": ErrorKind(400, "invalid_request_error", "upstream_rejected", False),
     "upstream_timeout": ErrorKind(504, "timeout_error", "timeout", retry=False),
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
-    "overloaded": ErrorKind(503, "overloaded_error", "overloaded"),
     "auth_store_unavailable": ErrorKind(503, "service_unavailable", "auth_store_unavailable"),
 }
 
