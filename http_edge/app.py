@@ -132,8 +132,7 @@ async def start_edge(
         backlog=1024,
     )
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else (port or config.listen.http_port)
+    addresses = runner.addresses
+    bound = addresses[0][1] if addresses else (port or config.listen.http_port)
     log.info("edge listening on %s:%d", host or config.listen.host, bound)
     return EdgeHandle(runner, bound)

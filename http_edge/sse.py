@@ -18,6 +18,7 @@ from aiohttp import web
 from grpc import aio
 
 from gateway_common.core_api import Req, ServerStream
+from http_edge.aiohttp_internals import HeldHeadersResponse
 from http_edge.errors import from_rpc_error
 from http_edge.routing import note_trailers
 from http_edge.state import CORE, STARTED, STATE, Dialect
@@ -31,16 +32,13 @@ KEEPALIVE = b": keepalive\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
-class EventStream(web.StreamResponse):
+class EventStream(HeldHeadersResponse):
     """An SSE response whose headers leave with its first frame, in one write.
 
     The relay prepares the response only once the first message is in hand, so holding the
     headers back delays nothing; the client gets headers and first token in one packet instead of
-    two sends (aiohttp's ``Response`` buffers its headers the same way; versions without the flag
-    ignore it and send them at once).
+    two sends.
     """
-
-    _send_headers_immediately = False
 
 
 def frame(payload: bytes) -> bytes:
