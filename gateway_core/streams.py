@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from gateway_core.errors import UpstreamError
-from gateway_core.tokens import estimated_usage, reported_usage
+from gateway_core.usage_estimates import estimated_usage, reported_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
 # One upstream choice delta: (index, role, content, finish_reason); completions have no role.

@@ -194,7 +194,7 @@ async def test_task_mismatch_names_the_task(stub: pb_grpc.InferenceAsyncStub) ->
 
 def test_packed_vectors_round_trip_through_the_wire_form() -> None:
     from gateway_core.providers import tasks_wire as core_wire
-    from http_edge.dialects import tasks_wire as edge_wire
+    from http_edge.dialects import openai_tasks_wire as edge_wire
 
     vectors = [[0.5, -1.25, 3.0], [0.125, 2.0, -0.0], [7.0] * 300]  # float32-exact
     resp = core_wire.embed_response("m", [core_wire.packed_vector(v) for v in vectors])

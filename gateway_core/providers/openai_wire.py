@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from gateway_core.errors import UpstreamError
-from gateway_core.tokens import estimate_tokens, estimated_usage, reported_usage
+from gateway_core.usage_estimates import estimate_tokens, estimated_usage, reported_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
 _FORMAT_NAMES = {

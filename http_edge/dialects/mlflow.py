@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway_common.core_api import EMBED, GET_MODEL, LIST_MODELS
 from http_edge.body import read_object
 from http_edge.dialects import mlflow_wire as wire
-from http_edge.dialects import openai, openai_wire, tasks_wire
+from http_edge.dialects import openai, openai_tasks_wire, openai_wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
@@ -55,11 +55,11 @@ async def invocations(request: web.Request) -> web.StreamResponse:
 
 async def _embeddings(request: web.Request, body: dict[str, object]) -> web.Response:
     state = request[STATE]
-    req, encoding = tasks_wire.embed_request(body)
+    req, encoding = openai_tasks_wire.embed_request(body)
     state.task, state.model = "embedding", MODEL_UNRESOLVED
     resp = await unary(request, EMBED, req)
     state.prompt_tokens = resp.usage.prompt_tokens
-    return json_response(tasks_wire.embed_response(resp, encoding))
+    return json_response(openai_tasks_wire.embed_response(resp, encoding))
 
 
 async def list_endpoints(request: web.Request) -> web.Response:

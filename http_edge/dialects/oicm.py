@@ -31,7 +31,7 @@ from gateway_common.core_api import (
 from http_edge.body import read_json, read_object
 from http_edge.dialects import oicm_wire as wire
 from http_edge.dialects import openai, openai_tasks, openai_wire
-from http_edge.dialects import tasks_wire as task_wire
+from http_edge.dialects import openai_tasks_wire as task_wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import relay

@@ -1,6 +1,6 @@
 """The ``openai`` dialect's non-chat tasks: ``/v1/embeddings``, ``/v1/rerank``,
 ``/v1/audio/transcriptions`` (multipart), ``/v1/audio/speech`` (raw audio back) and
-``/v1/images/generations``. Handlers translate (``tasks_wire``) and call the core; errors are
+``/v1/images/generations``. Handlers translate (``openai_tasks_wire``) and call the core; errors are
 rendered in OpenAI's shape by the ``OPENAI`` dialect.
 """
 
@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway_common.core_api import EMBED, GENERATE_IMAGE, GENERATE_SPEECH, RERANK, TRANSCRIBE
 from http_edge.body import read_object
-from http_edge.dialects import tasks_wire as wire
+from http_edge.dialects import openai_tasks_wire as wire
 from http_edge.dialects.openai import OPENAI
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
