@@ -81,10 +81,11 @@ class HandlerTable:
 
     def _lookup(self, details: grpc.HandlerCallDetails) -> Handler | None:
         found = self._registered.get(details.method)
-        for generic in self._generic:
-            if found is not None:
-                break
-            found = generic.service(details)
+        if found is None:
+            for generic in self._generic:
+                found = generic.service(details)
+                if found is not None:
+                    break
         return found
 
     async def find(self, method: str, metadata: Metadata) -> Handler | None:
