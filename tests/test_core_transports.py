@@ -260,6 +260,45 @@ async def test_a_cancelled_caller_cancels_the_handler(apis: Apis, upstream: Fake
         assert upstream.streams_finished == 0, name
 
 
+async def _read_then_wait(api: CoreAPI, seconds: float, deadline: float) -> None:
+    """Read one message of an endless stream, then spend ``seconds`` in the block (as an edge
+    writing to a slow client) before reading on."""
+    async with api.stream(CHAT_STREAM, chat("fake-endless"), CallOptions(deadline)) as messages:
+        async for _ in messages:
+            await asyncio.sleep(seconds)
+
+
+async def test_deadline_between_reads_cancels_the_handler(apis: Apis,
+                                                          upstream: FakeOpenAI) -> None:
+    """The deadline passes while the caller is away from its reads: DEADLINE_EXCEEDED (in
+    process at once, over gRPC at the next read), the upstream request closed, the caller's
+    task not left cancelled."""
+    for name, api in apis.items():
+        upstream.disconnected.clear()
+        got = await asyncio.wait_for(outcome(_read_then_wait(api, 1.0, deadline=0.3)), 3)
+        assert got.code == grpc.StatusCode.DEADLINE_EXCEEDED, name
+        assert "Deadline Exceeded" in str(got.details), name
+        await asyncio.wait_for(upstream.disconnected.wait(), 2)
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0, name
+    assert upstream.streams_finished == 0
+
+
+async def test_stop_between_reads_ends_the_call(core: CoreHandle, apis: Apis,
+                                                upstream: FakeOpenAI) -> None:
+    """The core stops while an in-process caller is away from its reads: after the grace the
+    call ends UNAVAILABLE, as gRPC's does, and the upstream request is closed."""
+    assert core.in_process is not None
+    reader = asyncio.ensure_future(outcome(_read_then_wait(apis["in_process"], 30, 10)))
+    await until(lambda: any(r.body.get("model") == "endless" for r in upstream.requests))
+    started = time.monotonic()
+    await core.in_process.stop(0.2)  # returns once the handler has ended (after the grace)
+    assert 0.15 < time.monotonic() - started < 2.5
+    got = await asyncio.wait_for(reader, 2)
+    assert (got.code, got.details) == (grpc.StatusCode.UNAVAILABLE, "Cancelling all calls")
+    await asyncio.wait_for(upstream.disconnected.wait(), 2)
+
+
 async def test_unknown_method_is_unimplemented(apis: Apis) -> None:
     """A method the core does not serve (an edge newer than its core): as the gRPC port says.
     (The stubs only know the proto's methods: the gRPC side is called on the channel.)"""
