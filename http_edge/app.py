@@ -3,7 +3,7 @@
 ``create_app(config)`` builds the aiohttp application: middlewares in their order, the way to
 the core opened and closed in ``cleanup_ctx``, the ops routes and every dialect's routes.
 ``start_edge`` runs it with ``handler_cancellation=True``, so a client that goes away cancels its
-handler, its gRPC call and, through the core, the upstream request.
+handler, its call to the core and, through the core, the upstream request.
 """
 
 from __future__ import annotations
