@@ -3,6 +3,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY protos protos
 COPY inference_gateway inference_gateway
+COPY gateway_cli gateway_cli
 COPY gateway_common gateway_common
 COPY gateway_core gateway_core
 COPY http_edge http_edge

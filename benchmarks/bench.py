@@ -168,8 +168,9 @@ async def start_gateway(
     config.write_text(json.dumps(data))  # JSON is YAML
     script = shutil.which("inference-gateway", path=str(Path(sys.executable).parent))
     # Without the console script (or for another tree), its module from the working directory.
-    exe = [*wrap, *([script] if script and source == ROOT
-                    else [sys.executable, "-m", "gateway_common.cli"])]
+    # (gateway_common.cli in trees from before the CLI had a package of its own.)
+    module = "gateway_cli.cli" if (source / "gateway_cli").is_dir() else "gateway_common.cli"
+    exe = [*wrap, *([script] if script and source == ROOT else [sys.executable, "-m", module])]
     http, grpc_port = free_port(), free_port()
     common = ["--config", str(config), "--host", "127.0.0.1"]
     if split:

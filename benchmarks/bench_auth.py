@@ -88,7 +88,7 @@ async def serve(tmp: str, name: str, data_dir: str | None
     path.write_text(yaml.safe_dump(config_data(data_dir)))
     grpc_port, http_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway_common.cli", "serve", "--config", str(path),
+        sys.executable, "-m", "gateway_cli.cli", "serve", "--config", str(path),
         "--grpc-port", str(grpc_port), "--http-port", str(http_port),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
@@ -263,7 +263,7 @@ async def sqlite_visibility(rounds: int) -> None:
             admin_md: Md = (("authorization", f"Bearer {core.auth.bootstrap.admin_secret}"),)
             sock_port = free_port()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway_common.cli", "core", "--config", str(path),
+                sys.executable, "-m", "gateway_cli.cli", "core", "--config", str(path),
                 "--grpc-port", str(sock_port), stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
             try:

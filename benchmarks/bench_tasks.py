@@ -140,7 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         config = workdir / "gateway.yaml"
         config.write_text(json.dumps(gateway_config(upstream, workdir)))
         http, grpc_port = free_port(), free_port()
-        await procs.spawn("gateway", sys.executable, "-m", "gateway_common.cli", "serve",
+        await procs.spawn("gateway", sys.executable, "-m", "gateway_cli.cli", "serve",
                           "--config", str(config), "--host", "127.0.0.1",
                           "--http-port", str(http), "--grpc-port", str(grpc_port))
         await wait_healthy(f"http://127.0.0.1:{http}/health", procs)

@@ -1,1 +1,1 @@
-"""Configuration, CLI and the pieces both the core and the edge read."""
+"""Configuration and the pieces both the core and the edge read (it imports neither)."""

@@ -212,15 +212,6 @@ class GatewayConfig:
                 return m
         return None
 
-    def model_names(self) -> dict[str, str]:
-        """Every name that routes to a model (ids, aliases, the TGI names) → the model's id."""
-        names = {name: m.id for m in self.models for name in (m.id, *m.aliases)}
-        tgi = self.model(self.tgi_model) if self.tgi_model is not None else None
-        if tgi is not None:
-            for name in TGI_NAMES:
-                names.setdefault(name, tgi.id)
-        return names
-
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)

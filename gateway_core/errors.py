@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-REASON_KEY = "igw-reason"
-UPSTREAM_SECONDS_KEY = "igw-upstream-seconds"
-# An upstream's own error fields (OpenAI's ``type``, ``param`` and ``code``), trailers present only
-# when the upstream gave them as strings (see ``ErrorFields``).
-ERROR_TYPE_KEY = "igw-error-type"
-ERROR_PARAM_KEY = "igw-error-param"
-ERROR_CODE_KEY = "igw-error-code"
-# How long to wait before retrying, as an upstream's 429 said it (HTTP ``Retry-After``'s value).
-RETRY_AFTER_KEY = "retry-after"
+from gateway_common.core_api import (
+    ERROR_CODE_KEY,
+    ERROR_PARAM_KEY,
+    ERROR_TYPE_KEY,
+    RETRY_AFTER_KEY,
+)
+from gateway_common.core_api import REASON_KEY as REASON_KEY  # the trailer that names a reason
+
 MAX_FIELD_CHARS = 128
 
 
@@ -154,5 +153,8 @@ class UpstreamTimeout(GatewayError):
 
 
 class Overloaded(GatewayError):
+    """The gateway has no room for the request now (its budget of buffered bytes is spent): 503
+    with ``Retry-After``."""
+
     code = "RESOURCE_EXHAUSTED"
     reason = "overloaded"

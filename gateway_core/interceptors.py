@@ -20,9 +20,10 @@ import grpc
 from grpc import aio
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
+from gateway_common.asyncgen import delegate
+from gateway_common.core_api import MODEL_KEY, REASON_KEY
 from gateway_common.metrics import child
-from gateway_core.errors import REASON_KEY, GatewayError, UpstreamError
-from gateway_core.local_channel import DIRECT_STREAM, direct_stream
+from gateway_core.errors import GatewayError, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created serie
 current_model: ContextVar[str] = ContextVar("current_model", default="")
 # The caller's request id, for logs.
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
+
+# A server-stream behaviour's attribute: (the behaviour itself, the function that returns its
+# messages directly), set by ``BehaviorInterceptor`` on the async generator function grpc.aio
+# needs (which only iterates that function and yields again). The behaviour is named so that a
+# wrapper copying the attribute (``functools.wraps``) is not taken for what it wraps.
+_DIRECT_STREAM = "_igw_direct_stream"
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
@@ -48,6 +55,15 @@ GRPC_DURATION = Histogram(
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Upstream failures by model and kind.", ["model", "kind"],
 )
+
+
+def direct_stream(behavior: Any) -> Any:
+    """The function giving a stream behaviour's messages without the async generator layer that
+    grpc.aio needs, when ``behavior`` is such a layer (one layer less per message)."""
+    declared = getattr(behavior, _DIRECT_STREAM, None)
+    if declared is not None and declared[0] is behavior:
+        return declared[1]
+    return behavior
 
 
 class BehaviorInterceptor(aio.ServerInterceptor):
@@ -92,15 +108,15 @@ class BehaviorInterceptor(aio.ServerInterceptor):
             direct = functools.partial(self.around_stream, name, inner_s)
 
             # grpc.aio asks for an async generator function here, not a function returning one:
-            # this layer is for grpc.aio only. Interceptors and the local channel take ``direct``
-            # (one async generator layer less per interceptor and per message).
+            # this layer is for grpc.aio's server only. Whoever composes behaviours takes
+            # ``direct`` (``direct_stream``): one async generator layer less per message.
             async def stream(
                 request: Any, context: aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
                 async for item in direct(request, context):
                     yield item
 
-            setattr(stream, DIRECT_STREAM, (stream, direct))
+            setattr(stream, _DIRECT_STREAM, (stream, direct))
             return grpc.unary_stream_rpc_method_handler(
                 stream, h.request_deserializer, h.response_serializer)
         if h.stream_unary is not None:
@@ -126,19 +142,25 @@ class BehaviorInterceptor(aio.ServerInterceptor):
         return behavior(request, context)
 
 
+def _trailers(error: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The error's trailers (its reason, an upstream's error fields), and the model the request
+    resolved to (when it got that far)."""
+    model = current_model.get()
+    return (*error, (MODEL_KEY, model)) if model else error
+
+
 async def _abort(context: aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     if isinstance(exc, GatewayError):
         if isinstance(exc, UpstreamError):
             UPSTREAM_ERRORS.labels(current_model.get() or "unknown", exc.kind).inc()
-        await context.abort(
-            grpc.StatusCode[exc.code], exc.message, trailing_metadata=exc.trailers()
-        )
+        await context.abort(grpc.StatusCode[exc.code], exc.message,
+                            trailing_metadata=_trailers(exc.trailers()))
     log.error("unhandled error in RPC (request id %s)", current_request_id.get() or "-",
               exc_info=exc)
     await context.abort(
         grpc.StatusCode.INTERNAL,
         f"internal error in the gateway (request id {current_request_id.get() or '-'})",
-        trailing_metadata=((REASON_KEY, "internal"),),
+        trailing_metadata=_trailers(((REASON_KEY, "internal"),)),
     )
     raise AssertionError("abort returned")  # pragma: no cover
 
@@ -163,8 +185,9 @@ class ErrorInterceptor(BehaviorInterceptor):
         context: aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[Any]:
         try:
-            async for item in behavior(request, context):
-                yield item
+            async with delegate(behavior(request, context)) as items:
+                async for item in items:
+                    yield item
         except (asyncio.CancelledError, aio.AbortError):
             raise
         except Exception as exc:
@@ -193,6 +216,7 @@ class MetricsInterceptor(BehaviorInterceptor):
         context: aio.ServicerContext[Any, Any],
     ) -> Any:
         started = time.perf_counter()
+        current_model.set("")  # this call's model, once resolved (not an earlier call's)
         try:
             result = await behavior(request, context)
         except BaseException as exc:
@@ -206,9 +230,11 @@ class MetricsInterceptor(BehaviorInterceptor):
         context: aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[Any]:
         started = time.perf_counter()
+        current_model.set("")
         try:
-            async for item in behavior(request, context):
-                yield item
+            async with delegate(behavior(request, context)) as items:
+                async for item in items:
+                    yield item
         except BaseException as exc:
             self._observe(method, started, context, exc)
             raise

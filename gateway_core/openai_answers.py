@@ -15,7 +15,7 @@ import orjson
 
 from gateway_common.structs import to_struct
 from gateway_core.errors import UpstreamError
-from gateway_core.tokens import estimate_tokens, estimated_usage
+from gateway_core.usage_estimates import estimate_tokens, estimated_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
 TOP_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint"})

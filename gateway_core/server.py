@@ -23,8 +23,8 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from gateway_core.auth.runtime import AuthRuntime, start_auth
+from gateway_core.in_process import HandlerTable, InProcessCore, Registrar
 from gateway_core.interceptors import ErrorInterceptor, MetricsInterceptor
-from gateway_core.local_channel import LocalChannel, LocalServer, Registrar
 from gateway_core.providers.base import SessionPool
 from gateway_core.registry import ModelRegistry
 from gateway_core.servicers.inference import InferenceServicer
@@ -64,21 +64,15 @@ class CoreHandle:
     extras: list[Any] = field(default_factory=list)
     # Tokens, admin and usage (None when auth.enabled is false).
     auth: AuthRuntime | None = None
-    # The same handlers and interceptors, for callers in this process (see local_channel.py).
-    local: LocalServer | None = None
+    # The same handlers and interceptors, called in this process (``serve``'s edge).
+    in_process: InProcessCore | None = None
     # The process's budget of buffered bytes (an edge in this process shares it).
     buffers: ByteBudget | None = None
 
-    def local_channel(self) -> LocalChannel:
-        """A channel that serves the edge's calls in this process, without the gRPC transport."""
-        if self.local is None:
-            raise RuntimeError("this core was started without its local server")
-        return self.local.channel()
-
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
-        if self.local is not None:
-            await asyncio.gather(self.server.stop(grace), self.local.stop(grace))
+        if self.in_process is not None:
+            await asyncio.gather(self.server.stop(grace), self.in_process.stop(grace))
         else:
             await self.server.stop(grace)
         await self.registry.close()
@@ -119,10 +113,10 @@ async def start_core(
         *extra_interceptors,
     ]
     server = aio.server(interceptors=interceptors, options=server_options(config))
-    local = LocalServer(interceptors)
-    # Every service goes on both: the gRPC port for other processes, the local server for an
+    table = HandlerTable(interceptors)
+    # Every service goes on both: the gRPC port for other processes, the in-process table for an
     # edge in this one.
-    both: Any = Registrar(server, local)
+    both: Any = Registrar(server, table)
     buffers = ByteBudget(config.limits.max_buffered_bytes)
     pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits, buffers),
                                             both)
@@ -151,5 +145,5 @@ async def start_core(
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("core listening on %s:%d (%d models)", bind_host, bound, len(registry.entries()))
     return CoreHandle(server, bound, registry, sessions, health,
-                      extras=[auth] if auth is not None else [], auth=auth, local=local,
-                      buffers=buffers)
+                      extras=[auth] if auth is not None else [], auth=auth,
+                      in_process=InProcessCore(table), buffers=buffers)

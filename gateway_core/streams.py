@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway_core import openai_answers as answers
 from gateway_core.errors import UpstreamError
-from gateway_core.tokens import estimated_usage
+from gateway_core.usage_estimates import estimated_usage
 from inference_gateway.v1 import inference_pb2 as pb
 
 # One plain upstream choice delta: (index, role, content, finish_reason); completions have no role.

@@ -1,10 +1,10 @@
 """The edge's app factory and runner.
 
-``create_app(config)`` builds the aiohttp application: middlewares in their order, the channel to
+``create_app(config)`` builds the aiohttp application: middlewares in their order, the way to
 the core opened and closed in ``cleanup_ctx``, the ops routes and every dialect's routes.
 ``start_edge`` runs it through ``protocol.EdgeRunner`` (bounded time and connections, parser
 errors without the request's bytes) with ``handler_cancellation=True``, so a client that goes away
-cancels its handler, its gRPC call and, through the core, the upstream request.
+cancels its handler, its call to the core and, through the core, the upstream request.
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
 from aiohttp import web
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
+from gateway_common.core_api import CoreAPI
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
 from http_edge.logs import ClientErrorFilter, ClientErrorLog
@@ -49,14 +47,7 @@ OPS = Dialect("ops", openai.error_json, openai.stream_error)
 
 async def health(request: web.Request) -> web.Response:
     """200 when the core answers its health check as SERVING, 503 otherwise."""
-    core = request.app[CORE]
-    stub = health_pb2_grpc.HealthStub(core.channel)
-    try:
-        resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-        serving = resp.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        serving = False
-    if serving:
+    if await request.app[CORE].serving():
         return json_response({"status": "OK"})
     return json_response({"status": "UNAVAILABLE", "detail": "the gateway core is not serving"},
                          status=503)
@@ -74,11 +65,11 @@ async def _server_header(request: web.Request, resp: web.StreamResponse) -> None
 
 
 def create_app(config: GatewayConfig, core_address: str | None = None,
-               channel: aio.Channel | None = None,
+               core: CoreAPI | None = None,
                buffers: ByteBudget | None = None) -> web.Application:
     """The edge application, talking to the core at ``core_address`` (default from config), or
-    over ``channel`` when given (the core's local channel, in one process with it). Request
-    bodies are counted against ``buffers`` (the core's, in one process with it)."""
+    through ``core`` when given (the core in process, in one process with it). Request bodies are
+    counted against ``buffers`` (the core's, in one process with it)."""
     limit = max(config.limits.max_body_bytes, config.limits.max_upload_bytes)
     app = web.Application(
         middlewares=[context_middleware, metrics_middleware, error_middleware, guard_middleware,
@@ -91,9 +82,8 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
     app[BUFFERS] = buffers or ByteBudget(config.limits.max_buffered_bytes)
 
     async def core_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = CoreClient(config, core_address, channel)
+        client = CoreClient(config, core_address, core)
         app[CORE] = client
-        await client.start()
         yield
         await client.close()
 
@@ -135,11 +125,11 @@ async def start_edge(
     host: str | None = None,
     port: int | None = None,
     core_address: str | None = None,
-    channel: aio.Channel | None = None,
+    core: CoreAPI | None = None,
     buffers: ByteBudget | None = None,
 ) -> EdgeHandle:
     """Start the edge; ``port=0`` picks a free port (see ``handle.port``)."""
-    app = create_app(config, core_address, channel, buffers)
+    app = create_app(config, core_address, core, buffers)
     runner = EdgeRunner(
         app,
         limits=config.limits,
@@ -158,8 +148,7 @@ async def start_edge(
         backlog=1024,
     )
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else (port or config.listen.http_port)
+    addresses = runner.addresses
+    bound = addresses[0][1] if addresses else (port or config.listen.http_port)
     log.info("edge listening on %s:%d", host or config.listen.host, bound)
     return EdgeHandle(runner, bound)

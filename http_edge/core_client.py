@@ -1,4 +1,5 @@
-"""The edge's one channel to the core, its stubs, and the per-request call options.
+"""The edge's way to the core (``CoreAPI``: the stubs on a channel, or the core in process) and
+the per-request call options.
 
 Every call made by a dialect goes through ``CoreClient.options(request)``: the deadline from
 ``OICM-Request-Timeout`` (or the fallback, marked so the core applies the model's own timeout),
@@ -7,8 +8,6 @@ the caller's credentials and the request id as metadata. No auth decision is mad
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 from typing import Any
@@ -16,22 +15,25 @@ from typing import Any
 import grpc
 from aiohttp import web
 from grpc import aio
+from grpc_health.v1 import health_pb2
 
 from gateway_common.config import GatewayConfig
+from gateway_common.core_api import (
+    DEFAULT_DEADLINE_KEY,
+    ENDPOINT_KEY,
+    GENERATE_KEY,
+    HEALTH_CHECK,
+    REQUEST_ID_KEY,
+    CallOptions,
+    CoreAPI,
+)
+from gateway_common.core_grpc import GrpcCore
 from http_edge.errors import EdgeError
 from http_edge.state import STATE
-from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
-from inference_gateway.v1 import inference_pb2 as pb
-from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_HEADER = "OICM-Request-Timeout"
-DEFAULT_DEADLINE_KEY = "igw-default-deadline"
-ENDPOINT_KEY = "igw-endpoint"
-UPSTREAM_SECONDS_KEY = "igw-upstream-seconds"
-# Model names seen in labels are re-read from the core this often.
-MODELS_REFRESH_SECONDS = 30.0
 
 
 def channel_options(config: GatewayConfig) -> list[tuple[str, Any]]:
@@ -48,58 +50,30 @@ def channel_options(config: GatewayConfig) -> list[tuple[str, Any]]:
 
 
 class CoreClient:
-    """Stubs on one shared channel, plus the model names the core serves (for bounded labels)."""
+    """The core's API (one for the edge's lifetime) and how this edge's calls are made."""
 
     def __init__(self, config: GatewayConfig, address: str | None = None,
-                 channel: aio.Channel | None = None) -> None:
-        """A gRPC channel to ``address`` (default from config), or the ``channel`` given: the
-        core's local channel when both run in one process."""
+                 api: CoreAPI | None = None) -> None:
+        """The stubs on a gRPC channel to ``address`` (default from config), or the ``api``
+        given: the core in process when both run in one process."""
         self.config = config
-        self.address = "local" if channel is not None else (address or config.core_address)
-        self.channel = channel or aio.insecure_channel(self.address, options=channel_options(config))
-        self.inference = pb_grpc.InferenceStub(self.channel)
-        self.models = pb_grpc.ModelsStub(self.channel)
-        self.admin = apb_grpc.AdminStub(self.channel)
-        # name or alias → model id, as last read from the core (from config until then).
-        self.model_names: dict[str, str] = config.model_names()
-        self._refresher: asyncio.Task[None] | None = None
+        if api is None:
+            address = address or config.core_address
+            api = GrpcCore(aio.insecure_channel(address, options=channel_options(config)))
+        self.api: CoreAPI = api
         self.default_timeout = config.timeouts.max_seconds
 
-    async def start(self) -> None:
-        # With auth on, listing models needs a caller's token: the config's names serve instead.
-        if not self.config.auth.enabled:
-            self._refresher = asyncio.create_task(self._refresh_loop())
-
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-        await self.channel.close()
+        await self.api.close()
 
-    async def refresh_models(self) -> None:
-        resp = await self.models.ListModels(pb.ListModelsRequest(), timeout=5)
-        names: dict[str, str] = {}
-        for m in resp.models:
-            names[m.id] = m.id
-            for alias in m.aliases:
-                names[alias] = m.id
-        self.model_names = names
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            try:
-                await self.refresh_models()
-                delay = MODELS_REFRESH_SECONDS
-            except grpc.RpcError as exc:
-                # The core may still be starting (edge and core started together): retry soon.
-                log.debug("cannot read the model list from the core yet: %s", exc)
-                delay = 1.0
-            await asyncio.sleep(delay)
-
-    def label_for(self, model: str) -> str:
-        """A bounded metrics label for a model name from a request."""
-        return self.model_names.get(model, "unknown")
+    async def serving(self) -> bool:
+        """Whether the core answers its health check as SERVING."""
+        try:
+            reply = await self.api.unary(HEALTH_CHECK, health_pb2.HealthCheckRequest(),
+                                         CallOptions(2.0))
+        except grpc.RpcError:
+            return False
+        return bool(reply.message.status == health_pb2.HealthCheckResponse.SERVING)
 
     def timeout_of(self, request: web.Request) -> tuple[float, bool]:
         """(seconds, is_fallback) for the request's deadline."""
@@ -117,11 +91,11 @@ class CoreClient:
             )
         return min(seconds, self.config.timeouts.max_seconds), False
 
-    def options(self, request: web.Request) -> tuple[float, tuple[tuple[str, str], ...]]:
+    def options(self, request: web.Request) -> CallOptions:
         """(timeout, metadata) for a core call made on behalf of ``request``."""
         timeout, fallback = self.timeout_of(request)
         headers = request.headers
-        md: list[tuple[str, str]] = [("x-request-id", request[STATE].request_id)]
+        md: list[tuple[str, str]] = [(REQUEST_ID_KEY, request[STATE].request_id)]
         auth = headers.get("Authorization")
         if auth:
             md.append(("authorization", metadata_value(auth)))
@@ -133,7 +107,9 @@ class CoreClient:
         endpoint = request[STATE].endpoint
         if endpoint is not None:
             md.append((ENDPOINT_KEY, endpoint))
-        return timeout, tuple(md)
+        if request[STATE].generating:
+            md.append((GENERATE_KEY, "1"))
+        return CallOptions(timeout, tuple(md))
 
 
 def metadata_value(value: str) -> str:
@@ -142,13 +118,3 @@ def metadata_value(value: str) -> str:
     if value.isascii() and value.isprintable():
         return value
     return "".join(c if " " <= c <= "~" else f"\\x{ord(c):x}" for c in value)
-
-
-def upstream_seconds(trailing: aio.Metadata | None) -> float | None:
-    for key, value in trailing or ():
-        if key == UPSTREAM_SECONDS_KEY:
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                return None
-    return None

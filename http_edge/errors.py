@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
-# The core's error trailers (``gateway_core.errors`` defines them; the edge does not import the
-# core, and a test checks that the two agree).
-REASON_KEY = "igw-reason"
-ERROR_TYPE_KEY = "igw-error-type"
-ERROR_PARAM_KEY = "igw-error-param"
-ERROR_CODE_KEY = "igw-error-code"
-RETRY_AFTER_KEY = "retry-after"
+from gateway_common.core_api import (
+    ERROR_CODE_KEY,
+    ERROR_PARAM_KEY,
+    ERROR_TYPE_KEY,
+    REASON_KEY,
+    RETRY_AFTER_KEY,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from grpc import aio
 
-from http_edge.core_client import upstream_seconds
-from http_edge.state import ROUTE_DIALECTS, STATE, Dialect
-
-T = TypeVar("T")
-
-# Marks a completion request as text generation on the model itself (the TGI routes, the oicm
-# ``inputs`` form): the core lets a chat model serve it (``gateway_core.servicers.inference``).
-GENERATE_KEY = "igw-generate"
-Metadata = tuple[tuple[str, str], ...]
-
-
-def generating(metadata: Metadata) -> Metadata:
-    """``metadata`` with the text-generation mark added."""
-    return (*metadata, (GENERATE_KEY, "1"))
+from gateway_common.core_api import (
+    MODEL_KEY,
+    UPSTREAM_SECONDS_KEY,
+    Metadata,
+    Req,
+    Resp,
+    Unary,
+    trailer,
+)
+from http_edge.state import CORE, ROUTE_DIALECTS, STATE, Dialect, RequestState
 
 
 def add_routes(
@@ -35,11 +31,30 @@ def add_routes(
         app[ROUTE_DIALECTS][route] = dialect
 
 
-async def unary(request: web.Request, call: aio.UnaryUnaryCall[Any, T]) -> T:
-    """Await a unary core call and note the upstream's share of its time."""
-    resp = await call
-    request[STATE].upstream_seconds = upstream_seconds(await call.trailing_metadata())
-    return resp
+async def unary(request: web.Request, rpc: Unary[Req, Resp], message: Req) -> Resp:
+    """Call the core on behalf of ``request`` and note what its trailers say."""
+    core = request.app[CORE]
+    try:
+        reply = await core.api.unary(rpc, message, core.options(request))
+    except aio.AioRpcError as exc:
+        note_trailers(request[STATE], tuple(exc.trailing_metadata() or ()))
+        raise
+    note_trailers(request[STATE], reply.trailing)
+    return reply.message
+
+
+def note_trailers(state: RequestState, trailing: Metadata) -> None:
+    """Note what the core's trailers say: the model the request resolved to (the metrics'
+    label: the core names only configured models) and the upstream's share of the call's time
+    (for the edge's own overhead figure)."""
+    model = trailer(trailing, MODEL_KEY)
+    if model:
+        state.model = model
+    seconds = trailer(trailing, UPSTREAM_SECONDS_KEY)
+    try:
+        state.upstream_seconds = None if seconds is None else float(seconds)
+    except ValueError:
+        state.upstream_seconds = None
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from aiohttp import web
 from grpc import aio
 
-from http_edge.core_client import upstream_seconds
-from http_edge.errors import EdgeError, from_rpc_error
-from http_edge.state import STARTED, STATE, Dialect
+from gateway_common.core_api import Req, ServerStream
+from http_edge.aiohttp_internals import HeldHeadersResponse
+from http_edge.errors import from_rpc_error
+from http_edge.routing import note_trailers
+from http_edge.state import CORE, STARTED, STATE, Dialect
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -31,16 +32,13 @@ KEEPALIVE = b": keepalive\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
-class EventStream(web.StreamResponse):
+class EventStream(HeldHeadersResponse):
     """An SSE response whose headers leave with its first frame, in one write.
 
     The relay prepares the response only once the first message is in hand, so holding the
     headers back delays nothing; the client gets headers and first token in one packet instead of
-    two sends (aiohttp's ``Response`` buffers its headers the same way; versions without the flag
-    ignore it and send them at once).
+    two sends.
     """
-
-    _send_headers_immediately = False
 
 
 def frame(payload: bytes) -> bytes:
@@ -93,46 +91,48 @@ class _Keepalive:
 
 async def relay(
     request: web.Request,
-    call: aio.UnaryStreamCall[Any, Any],
+    rpc: ServerStream[Req, Any],
+    message: Req,
     encoder: StreamEncoder,
     dialect: Dialect,
     *,
     keepalive_seconds: float = 15.0,
 ) -> web.StreamResponse:
-    state = request[STATE]
-    messages: AsyncIterator[Any] = call.__aiter__()
+    """Call a streaming RPC for ``request`` and relay its messages as SSE."""
+    core, state = request.app[CORE], request[STATE]
+    stream = core.api.stream(rpc, message, core.options(request))
+    resp: EventStream | None = None
+    keepalive: _Keepalive | None = None
     try:
-        try:
-            first: Any = await messages.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-
-        resp = EventStream(status=200, headers=SSE_HEADERS)
-        resp.headers["X-Request-Id"] = state.request_id
-        await resp.prepare(request)
-        keepalive = _Keepalive(resp, keepalive_seconds)
-        try:
+        # Leaving this block early (the client left: a failed write or a cancelled handler)
+        # cancels the call.
+        async with stream as messages:
+            try:
+                first: Any = await messages.__anext__()
+            except StopAsyncIteration:
+                first = None
+            resp = EventStream(status=200, headers=SSE_HEADERS)
+            resp.headers["X-Request-Id"] = state.request_id
+            await resp.prepare(request)
+            keepalive = _Keepalive(resp, keepalive_seconds)
             if first is not None:
                 await resp.write(encoder.encode(first))
                 state.ttft = time.perf_counter() - request[STARTED]
                 keepalive.last = time.monotonic()
-                async for message in messages:
-                    await resp.write(encoder.encode(message))
+                async for item in messages:
+                    await resp.write(encoder.encode(item))
                     keepalive.last = time.monotonic()
-            tail = encoder.end()
-        except aio.AioRpcError as exc:
-            err: EdgeError = from_rpc_error(exc)
-            state.error_reason = err.reason
-            tail = dialect.stream_error(err, state.request_id)
-        finally:
-            keepalive.stop()
-        await resp.write_eof(tail)  # the last frames and the end of the body in one write
-        if state.error_reason is None:
-            state.upstream_seconds = upstream_seconds(await call.trailing_metadata())
-        return resp
+        tail = encoder.end()
+        note_trailers(state, stream.trailing_metadata())
+    except aio.AioRpcError as exc:
+        note_trailers(state, tuple(exc.trailing_metadata() or ()))
+        err = from_rpc_error(exc)
+        if resp is None:  # before the answer started: a plain HTTP error
+            raise err from None
+        state.error_reason = err.reason
+        tail = dialect.stream_error(err, state.request_id)
     finally:
-        # Reached early when the client left (a failed write or a cancelled handler).
-        if not call.done():
-            call.cancel()
+        if keepalive is not None:
+            keepalive.stop()
+    await resp.write_eof(tail)  # the last frames and the end of the body in one write
+    return resp

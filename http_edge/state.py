@@ -44,9 +44,16 @@ class RequestState:
     error_reason: str | None = None
     # The endpoint id of an endpoint-dialect request: sent to the core, which checks it.
     endpoint: str | None = None
+    # Set by the TGI routes and the oicm ``inputs`` form: text generation on the model itself,
+    # which a chat model serves whatever its ``tasks`` (sent to the core as ``igw-generate``).
+    generating: bool = False
     # Bytes of the process's buffer budget this request holds (its body), given back at its end.
     held: int = 0
 
+
+# A model route's label until the core names the model the request resolved to (it stays when
+# the core never does: an unknown model, a refused credential).
+MODEL_UNRESOLVED = "unknown"
 
 CONFIG = web.AppKey("config", GatewayConfig)
 CORE: web.AppKey[CoreClient] = web.AppKey("core")

@@ -104,11 +104,11 @@ class Gateway:
 
 async def start_gateway(config: GatewayConfig, transport: str = "local") -> Gateway:
     """Core and edge in this process, the edge calling the core over ``transport``: "local"
-    (the core's in-process channel, as ``serve`` does) or "grpc" (its port, as ``edge`` does)."""
+    (the core in process, as ``serve`` does) or "grpc" (its port, as ``edge`` does)."""
     core = await start_core(config, host="127.0.0.1", port=0)
     edge = await start_edge(config, host="127.0.0.1", port=0,
                             core_address=f"127.0.0.1:{core.port}",
-                            channel=core.local_channel() if transport == "local" else None,
+                            core=core.in_process if transport == "local" else None,
                             buffers=core.buffers)
     return Gateway(core, edge, config)
 

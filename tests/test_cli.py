@@ -15,7 +15,7 @@ import openai
 import pytest
 import yaml
 
-from gateway_common.cli import main
+from gateway_cli.cli import main
 from tests.conftest import base_config, free_ports
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 

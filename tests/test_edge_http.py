@@ -240,6 +240,36 @@ async def test_metrics_exposition(gateway: Gateway) -> None:
         assert name in families, name
 
 
+async def test_metrics_label_the_model_the_core_resolved(upstream: FakeOpenAI,
+                                                         gateway_factory: GatewayFactory) -> None:
+    """The edge keeps no copy of the model names: the core names the model a request resolved
+    to (a trailer), unary or streamed, failed or not; before that, the label is "unknown"."""
+    data = base_config(upstream.base_url)
+    for model in data["models"]:
+        if model["id"] in ("fake-chat", "fake-500"):
+            model["aliases"] = [f"alias-of-{model['id']}"]
+    gw = await gateway_factory(data)
+
+    async def count(model: str, code: str) -> float:
+        async with aiohttp.ClientSession() as s, s.get(f"{gw.http}/metrics") as r:
+            text = await r.text()
+        labels = {"dialect": "openai", "task": "chat", "model": model, "code": code}
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "gateway_requests_total" and s.labels == labels)
+
+    cases = [({**CHAT, "model": "alias-of-fake-chat"}, "fake-chat", "200"),
+             ({**CHAT, "model": "alias-of-fake-chat", "stream": True}, "fake-chat", "200"),
+             ({**CHAT, "model": "alias-of-fake-500"}, "fake-500", "502"),
+             ({**CHAT, "model": "alias-of-fake-500", "stream": True}, "fake-500", "502")]
+    for body, model, code in cases:
+        before = await count(model, code)
+        async with aiohttp.ClientSession() as s, s.post(f"{gw.http}/v1/chat/completions",
+                                                        json=body) as r:
+            await r.read()
+            assert r.status == int(code)
+        assert await count(model, code) == before + 1, body
+
+
 async def test_health_follows_the_core(upstream: FakeOpenAI,
                                        gateway_factory: GatewayFactory) -> None:
     gw = await gateway_factory(base_config(upstream.base_url))

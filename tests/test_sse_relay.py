@@ -9,12 +9,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway_common.core_api import CHAT_STREAM
 from http_edge.app import create_app
 from http_edge.dialects import openai_wire as wire
 from http_edge.dialects.openai import OPENAI
 from http_edge.routing import add_routes
 from http_edge.sse import KEEPALIVE, relay
-from http_edge.state import CORE, STATE
+from http_edge.state import STATE
 from inference_gateway.v1 import inference_pb2 as pb
 from tests.conftest import Gateway
 from tests.fakes.loopback import serve_app
@@ -25,12 +26,10 @@ KEEPALIVE_SECONDS = 0.05
 
 async def slow_stream(request: web.Request) -> web.StreamResponse:
     """A chat stream from the fake's slow model, relayed with a short keepalive interval."""
-    core = request.app[CORE]
     model = request.query["model"]
     req = pb.ChatRequest(model=model, messages=[pb.ChatMessage(role="user", content="hi")])
     req.params.max_tokens = 2
-    call = core.inference.ChatStream(req, timeout=10)
-    return await relay(request, call, wire.ChatEncoder(request[STATE], False), OPENAI,
+    return await relay(request, CHAT_STREAM, req, wire.ChatEncoder(request[STATE], False), OPENAI,
                        keepalive_seconds=KEEPALIVE_SECONDS)
 
 
@@ -60,8 +59,8 @@ async def edge(gateway: Gateway, core_transport: str,
                writes: list[bytes] | None = None) -> tuple[web.AppRunner, int]:
     """An edge of its own in front of the gateway's core (over the test's transport), with the
     test route added and, given ``writes``, its socket writes recorded."""
-    channel = gateway.core.local_channel() if core_transport == "local" else None
-    app = create_app(gateway.config, core_address=gateway.grpc_target, channel=channel)
+    core = gateway.core.in_process if core_transport == "local" else None
+    app = create_app(gateway.config, core_address=gateway.grpc_target, core=core)
     add_routes(app, OPENAI, [("GET", "/test/slow", slow_stream)])
     if writes is not None:
         app.on_response_prepare.append(record_writes(writes))

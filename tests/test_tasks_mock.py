@@ -3,6 +3,7 @@ shape-correct answers, and the predict schema check before the (mock) model runs
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import struct
@@ -15,7 +16,9 @@ import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
 
+from gateway_common.core_api import INFERENCE, CallOptions, Unary
 from gateway_common.defaults import MOCK_MODELS
+from gateway_core.in_process import Context
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import Gateway, GatewayFactory
@@ -191,7 +194,7 @@ async def test_task_mismatch_names_the_task(stub: pb_grpc.InferenceAsyncStub) ->
 
 def test_packed_vectors_round_trip_through_the_wire_form() -> None:
     from gateway_core.providers import tasks_wire as core_wire
-    from http_edge.dialects import tasks_wire as edge_wire
+    from http_edge.dialects import openai_tasks_wire as edge_wire
 
     vectors = [[0.5, -1.25, 3.0], [0.125, 2.0, -0.0], [7.0] * 300]  # float32-exact
     resp = core_wire.embed_response("m", [core_wire.packed_vector(v) for v in vectors])
@@ -240,10 +243,10 @@ async def test_chat_template_over_grpc(stub: pb_grpc.InferenceAsyncStub) -> None
 async def test_transcribe_stream_refuses_early(gateway_factory: GatewayFactory) -> None:
     """The core refuses a client stream on its first bad chunk, not after the whole upload.
 
-    Its status is read through the core's local channel: over the network, grpc's Python client
-    that is still writing when the core ends the call reports INTERNAL "Internal error from Core"
-    instead of the core's status (its failed write wins). Over the port, the test checks that the
-    call ends early and not OK."""
+    Its status is read from the core's own handler (behind its interceptors): over the network,
+    grpc's Python client that is still writing when the core ends the call reports INTERNAL
+    "Internal error from Core" instead of the core's status (its failed write wins). Over the
+    port, the test checks that the call ends early and not OK."""
     gw = await gateway_factory({**mock_config(), "limits": {"max_upload_bytes": 1_000_000}})
     pulled = 0
 
@@ -255,15 +258,18 @@ async def test_transcribe_stream_refuses_early(gateway_factory: GatewayFactory) 
             pulled += 1
             yield pb.TranscribeChunk(audio=b"\0" * 100_000)
 
-    local = pb_grpc.InferenceStub(gw.core.local_channel())
+    assert gw.core.in_process is not None
+    rpc: Unary[Any, pb.TranscribeResponse] = Unary(INFERENCE, "TranscribeStream", pb.TranscribeResponse)
     for kind, pieces, words in (("text/html", 3, "text/html"),
                                 ("audio/wav", 200, "larger than the limit"),
                                 ("audio/wav", 0, "empty")):
         pulled = 0
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await local.TranscribeStream(chunks(kind, pieces), timeout=10)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert words in (err.value.details() or "")
+        ctx = Context(CallOptions(10.0), asyncio.get_running_loop())
+        handler = await gw.core.in_process.behavior(rpc, "stream_unary", ctx)
+        with pytest.raises(grpc.aio.AbortError):
+            await handler(chunks(kind, pieces), ctx)
+        assert ctx.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert words in ctx.details()
         assert pulled < 20 or pieces < 20  # stopped reading at the limit (10 chunks)
 
     async with grpc.aio.insecure_channel(gw.grpc_target) as ch:

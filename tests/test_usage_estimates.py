@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from gateway_core.providers.openai_wire import prompt_tokens_of
-from gateway_core.tokens import estimate_tokens
+from gateway_core.usage_estimates import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 from tests.conftest import Gateway

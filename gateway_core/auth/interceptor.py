@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from gateway_common.asyncgen import delegate
 from gateway_core.auth.authenticator import AdminGuard, Authenticator, authorize
 from gateway_core.auth.identity import Identity, current_identity
 from gateway_core.interceptors import BehaviorInterceptor, StreamBehavior, UnaryBehavior
@@ -93,8 +94,9 @@ class AuthInterceptor(BehaviorInterceptor):
     ) -> AsyncIterator[Any]:
         identity = await self._identify(context)
         authorize(identity, request.model, self.registry)
-        async for item in behavior(request, context):
-            yield item
+        async with delegate(behavior(request, context)) as items:
+            async for item in items:
+                yield item
 
     async def _checked(self, requests: AsyncIterator[pb.TranscribeChunk], identity: Identity
                        ) -> AsyncIterator[pb.TranscribeChunk]:

@@ -103,5 +103,3 @@ class UsageRow:
     mean_latency_ms: float
     end_users: int
 
-
-GROUP_BY = ("token", "model", "token_and_model")

@@ -19,6 +19,7 @@ from typing import Any
 from grpc import aio
 from prometheus_client import Counter
 
+from gateway_common.asyncgen import delegate
 from gateway_core.auth.identity import current_identity
 from gateway_core.auth.records import UsageRecord
 from gateway_core.auth.store import TokenStore
@@ -150,10 +151,11 @@ class UsageInterceptor(BehaviorInterceptor):
         started = time.perf_counter()
         usage = None
         try:
-            async for item in behavior(request, context):
-                if item.HasField("usage"):
-                    usage = item.usage
-                yield item
+            async with delegate(behavior(request, context)) as items:
+                async for item in items:
+                    if item.HasField("usage"):
+                        usage = item.usage
+                    yield item
         except BaseException as exc:
             self._record(method, request, usage, _status(exc), started)
             raise

@@ -105,9 +105,6 @@ class NoOptions:
     """For providers that take no options."""
 
 
-OptionsT = TypeVar("OptionsT")
-
-
 class Provider:
     """Base of every provider. Override the methods of the tasks the upstream serves."""
 

@@ -353,8 +353,8 @@ async def stream_sse_batches(
                     yield batch  # what came before the failure still reaches the caller
                 raise
             if batch:
-                # A local caller runs this generator in its own task: it resumes once it has
-                # passed the batch on (written it to its client).
+                # It resumes once its caller has passed the batch on (written it to a client,
+                # or, over gRPC, into a flow-control window): that time is not the upstream's.
                 paused = loop.time()
                 yield batch
                 waited += loop.time() - paused

@@ -29,7 +29,7 @@ from gateway_core.providers import mock_media as media
 from gateway_core.providers import mock_tools, tasks_wire
 from gateway_core.providers import openai_wire as wire
 from gateway_core.providers.base import Call, Provider, SessionPool, register
-from gateway_core.tokens import estimate_tokens
+from gateway_core.usage_estimates import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
 

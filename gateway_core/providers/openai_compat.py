@@ -23,7 +23,7 @@ from gateway_core.providers import tasks_wire
 from gateway_core.providers.base import Call, Provider, register
 from gateway_core.providers.http import request_bytes, request_json, stream_sse_batches
 from gateway_core.streams import ChatStreamState, CompletionStreamState
-from gateway_core.tokens import estimate_tokens
+from gateway_core.usage_estimates import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway_common.openai_json import message_json
 from gateway_common.structs import ints, struct_to_dict
-from gateway_core.tokens import estimate_tokens
+from gateway_core.usage_estimates import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
 _FORMAT_NAMES = {

@@ -15,7 +15,7 @@ from typing import Any
 from gateway_core.providers import tasks_wire
 from gateway_core.providers.base import Call, Provider, register
 from gateway_core.providers.http import request_json
-from gateway_core.tokens import estimate_tokens
+from gateway_core.usage_estimates import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
 

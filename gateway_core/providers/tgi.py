@@ -25,7 +25,7 @@ from gateway_core.providers import openai_wire as wire
 from gateway_core.providers.base import Call, Provider, register
 from gateway_core.providers.http import request_json, stream_sse
 from gateway_core.templates import TemplateRenderer, messages_for_template
-from gateway_core.tokens import estimate_tokens
+from gateway_core.usage_estimates import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
 FINISH = {"length": "length", "eos_token": "stop", "stop_sequence": "stop"}

@@ -13,10 +13,19 @@ from typing import Any
 
 from grpc import aio
 
+from gateway_common.asyncgen import delegate
 from gateway_common.budget import ByteBudget
 from gateway_common.config import LimitsConfig
+from gateway_common.core_api import (
+    DEFAULT_DEADLINE_KEY,
+    ENDPOINT_KEY,
+    GENERATE_KEY,
+    MODEL_KEY,
+    REQUEST_ID_KEY,
+    UPSTREAM_SECONDS_KEY,
+)
 from gateway_core import audio, templates
-from gateway_core.errors import UPSTREAM_SECONDS_KEY, InvalidRequest, PayloadTooLarge
+from gateway_core.errors import InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
 from gateway_core.providers.base import Call
 from gateway_core.registry import ModelEntry, ModelRegistry
@@ -25,13 +34,6 @@ from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 
 Ctx = aio.ServicerContext[Any, Any]
 
-DEFAULT_DEADLINE_KEY = "igw-default-deadline"
-# Set by the endpoint dialect: the endpoint id the request came through (the core checks that the
-# endpoint exists and serves the model).
-ENDPOINT_KEY = "igw-endpoint"
-# Set by the TGI routes and the oicm ``inputs`` form: the completion request is text generation on
-# the model itself, which a chat model serves whatever its ``tasks`` (``ModelEntry.serves``).
-GENERATE_KEY = "igw-generate"
 
 
 def endpoint_of(context: Ctx) -> str | None:
@@ -73,7 +75,7 @@ def make_call(context: Ctx, entry: ModelEntry, budget: ByteBudget | None = None)
     request_id = ""
     fallback = False
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
+        if key == REQUEST_ID_KEY:
             request_id = str(value)
         elif key == DEFAULT_DEADLINE_KEY:
             fallback = True
@@ -94,7 +96,8 @@ def make_call(context: Ctx, entry: ModelEntry, budget: ByteBudget | None = None)
 
 
 def _report(context: Ctx, call: Call) -> None:
-    context.set_trailing_metadata(((UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),))
+    context.set_trailing_metadata(((MODEL_KEY, current_model.get()),
+                                   (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}")))
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -122,6 +125,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry = self.registry.resolve(model, task, endpoint_of(context),
                                       generate=task == "completion" and generate_of(context))
         current_model.set(entry.id)
+        # The model the name resolved to, for the caller's labels (the edge keeps no name map).
+        context.set_trailing_metadata(((MODEL_KEY, entry.id),))
         return entry, make_call(context, entry, self.buffers)
 
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
@@ -143,12 +148,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if request.chat_template:
             completion = await self._templated(request)
             first = True
-            async for piece in entry.provider.complete_stream(completion, call):
-                yield templates.chat_chunk(piece, first)
-                first = False
+            async with delegate(entry.provider.complete_stream(completion, call)) as pieces:
+                async for piece in pieces:
+                    yield templates.chat_chunk(piece, first)
+                    first = False
         else:
-            async for chunk in entry.provider.chat_stream(request, call):
-                yield chunk
+            async with delegate(entry.provider.chat_stream(request, call)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         _report(context, call)
 
     async def Complete(self, request: pb.CompletionRequest, context: Ctx) -> pb.CompletionResponse:
@@ -163,8 +170,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.CompletionChunk]:
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
-        async for chunk in entry.provider.complete_stream(request, call):
-            yield chunk
+        async with delegate(entry.provider.complete_stream(request, call)) as chunks:
+            async for chunk in chunks:
+                yield chunk
         _report(context, call)
 
     async def Embed(self, request: pb.EmbedRequest, context: Ctx) -> pb.EmbedResponse:

@@ -19,13 +19,21 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway_common.core_api import (
+    ADMIN_LIST_MODELS,
+    CREATE_TOKEN,
+    GET_TOKEN,
+    LIST_TOKENS,
+    QUERY_USAGE,
+    REVOKE_TOKEN,
+)
 from gateway_common.durations import parse_duration, parse_expiry, parse_time
 from http_edge.body import Fields, read_object
 from http_edge.dialects.openai_wire import model_json
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import DONE, frame
-from http_edge.state import CONFIG, CORE, Dialect
+from http_edge.state import CONFIG, Dialect
 from inference_gateway.v1 import admin_pb2 as apb
 from inference_gateway.v1 import inference_pb2 as pb
 
@@ -123,43 +131,31 @@ def _flag(query: Any, name: str) -> bool:
 
 
 async def create_token(request: web.Request) -> web.Response:
-    core = request.app[CORE]
     req = create_request(await read_object(request, request.app[CONFIG].limits.max_body_bytes))
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.admin.CreateToken(req, timeout=timeout, metadata=metadata))
+    resp = await unary(request, CREATE_TOKEN, req)
     return json_response({**token_json(resp.token), "secret": resp.secret}, status=201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    core = request.app[CORE]
     req = apb.ListTokensRequest(model=request.query.get("model", ""),
                                 include_revoked=_flag(request.query, "include_revoked"))
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.admin.ListTokens(req, timeout=timeout, metadata=metadata))
+    resp = await unary(request, LIST_TOKENS, req)
     return json_response({"object": "list", "data": [token_json(t) for t in resp.tokens]})
 
 
 async def get_token(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.admin.GetToken(
-        apb.GetTokenRequest(id=request.match_info["id"]), timeout=timeout, metadata=metadata))
+    resp = await unary(request, GET_TOKEN, apb.GetTokenRequest(id=request.match_info["id"]))
     return json_response(token_json(resp))
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.admin.RevokeToken(
-        apb.RevokeTokenRequest(id=request.match_info["id"]), timeout=timeout, metadata=metadata))
+    resp = await unary(request, REVOKE_TOKEN, apb.RevokeTokenRequest(id=request.match_info["id"]))
     return json_response(token_json(resp))
 
 
 async def usage(request: web.Request) -> web.Response:
-    core = request.app[CORE]
     req = usage_request(request.query)
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.admin.QueryUsage(req, timeout=timeout, metadata=metadata))
+    resp = await unary(request, QUERY_USAGE, req)
     return json_response({"object": "list", "data": [{
         "token_id": r.token_id or None, "token_name": r.token_name or None,
         "model": r.model or None, "requests": r.requests, "errors": r.errors,
@@ -169,10 +165,7 @@ async def usage(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.admin.ListModels(pb.ListModelsRequest(), timeout=timeout,
-                                                       metadata=metadata))
+    resp = await unary(request, ADMIN_LIST_MODELS, pb.ListModelsRequest())
     return json_response({"object": "list", "data": [model_json(m) for m in resp.models]})
 
 

@@ -11,12 +11,13 @@ import re
 
 from aiohttp import web
 
+from gateway_common.core_api import LIST_MODELS
 from http_edge.body import read_object
 from http_edge.dialects import openai
 from http_edge.dialects import openai_wire as wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
 
 BASE = "/v2/{endpoint_id}/openai/v1"
@@ -52,10 +53,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     _scope(request)
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.models.ListModels(pb.ListModelsRequest(), timeout=timeout,
-                                                        metadata=metadata))
+    resp = await unary(request, LIST_MODELS, pb.ListModelsRequest())
     return json_response({"object": "list", "data": [wire.model_json(m) for m in resp.models]})
 
 

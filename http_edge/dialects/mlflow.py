@@ -14,22 +14,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway_common.core_api import EMBED, GET_MODEL, LIST_MODELS
 from http_edge.body import read_object
 from http_edge.dialects import mlflow_wire as wire
-from http_edge.dialects import openai, openai_wire, tasks_wire
+from http_edge.dialects import openai, openai_tasks_wire, openai_wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
 
 MLFLOW = Dialect("mlflow", wire.error_json, wire.stream_error)
 
 
 async def _model(request: web.Request, name: str) -> pb.Model:
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    return await unary(request, core.models.GetModel(pb.GetModelRequest(id=name), timeout=timeout,
-                                                      metadata=metadata))
+    return await unary(request, GET_MODEL, pb.GetModelRequest(id=name))
 
 
 async def invocations(request: web.Request) -> web.StreamResponse:
@@ -56,22 +54,18 @@ async def invocations(request: web.Request) -> web.StreamResponse:
 
 
 async def _embeddings(request: web.Request, body: dict[str, object]) -> web.Response:
-    core, state = request.app[CORE], request[STATE]
-    req, encoding = tasks_wire.embed_request(body)
-    state.task, state.model = "embedding", core.label_for(req.model)
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.inference.Embed(req, timeout=timeout, metadata=metadata))
+    state = request[STATE]
+    req, encoding = openai_tasks_wire.embed_request(body)
+    state.task, state.model = "embedding", MODEL_UNRESOLVED
+    resp = await unary(request, EMBED, req)
     state.prompt_tokens = resp.usage.prompt_tokens
-    return json_response(tasks_wire.embed_response(resp, encoding))
+    return json_response(openai_tasks_wire.embed_response(resp, encoding))
 
 
 async def list_endpoints(request: web.Request) -> web.Response:
     token = request.query.get("page_token")
     start = wire.decode_token(token) if token else 0
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.models.ListModels(pb.ListModelsRequest(), timeout=timeout,
-                                                        metadata=metadata))
+    resp = await unary(request, LIST_MODELS, pb.ListModelsRequest())
     return json_response(wire.endpoints_page(list(resp.models), start, wire.PAGE_SIZE))
 
 

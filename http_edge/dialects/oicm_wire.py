@@ -18,7 +18,7 @@ from google.protobuf import json_format, struct_pb2
 
 from http_edge.body import Fields, check_nesting
 from http_edge.dialects import openai_wire
-from http_edge.dialects.tasks_wire import packed_vectors, struct_of, texts, vector_floats
+from http_edge.dialects.openai_tasks_wire import packed_vectors, struct_of, texts, vector_floats
 from http_edge.errors import EdgeError
 from http_edge.state import RequestState
 from inference_gateway.v1 import inference_pb2 as pb

@@ -11,12 +11,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway_common.core_api import CHAT, CHAT_STREAM, COMPLETE, COMPLETE_STREAM, GET_MODEL, LIST_MODELS
 from http_edge.body import read_object
 from http_edge.dialects import openai_wire as wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import DONE, frame, relay
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
 
 
@@ -41,13 +42,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def serve_chat(request: web.Request, req: pb.ChatRequest, opts: wire.StreamOptions,
                      dialect: Dialect) -> web.StreamResponse:
     """Chat in the OpenAI shapes, streamed or not (shared by the OpenAI-speaking dialects)."""
-    core, state = request.app[CORE], request[STATE]
-    state.task, state.model = "chat", core.label_for(req.model)
-    timeout, metadata = core.options(request)
+    state = request[STATE]
+    state.task, state.model = "chat", MODEL_UNRESOLVED
     if opts.stream:
-        stream = core.inference.ChatStream(req, timeout=timeout, metadata=metadata)
-        return await relay(request, stream, wire.ChatEncoder(state, opts.include_usage), dialect)
-    resp = await unary(request, core.inference.Chat(req, timeout=timeout, metadata=metadata))
+        return await relay(request, CHAT_STREAM, req, wire.ChatEncoder(state, opts.include_usage), dialect)
+    resp = await unary(request, CHAT, req)
     wire.record_usage(state, resp.usage)
     return json_response(wire.chat_response(resp))
 
@@ -60,31 +59,23 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def serve_completion(request: web.Request, req: pb.CompletionRequest,
                            opts: wire.StreamOptions, dialect: Dialect) -> web.StreamResponse:
-    core, state = request.app[CORE], request[STATE]
-    state.task, state.model = "completion", core.label_for(req.model)
-    timeout, metadata = core.options(request)
+    state = request[STATE]
+    state.task, state.model = "completion", MODEL_UNRESOLVED
     if opts.stream:
-        stream = core.inference.CompleteStream(req, timeout=timeout, metadata=metadata)
-        return await relay(request, stream, wire.CompletionEncoder(state, opts.include_usage),
+        return await relay(request, COMPLETE_STREAM, req, wire.CompletionEncoder(state, opts.include_usage),
                            dialect)
-    resp = await unary(request, core.inference.Complete(req, timeout=timeout, metadata=metadata))
+    resp = await unary(request, COMPLETE, req)
     wire.record_usage(state, resp.usage)
     return json_response(wire.completion_response(resp))
 
 
 async def list_models(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    resp = await unary(request, core.models.ListModels(pb.ListModelsRequest(), timeout=timeout,
-                                                        metadata=metadata))
+    resp = await unary(request, LIST_MODELS, pb.ListModelsRequest())
     return json_response({"object": "list", "data": [wire.model_json(m) for m in resp.models]})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    model = await unary(request, core.models.GetModel(
-        pb.GetModelRequest(id=request.match_info["model"]), timeout=timeout, metadata=metadata))
+    model = await unary(request, GET_MODEL, pb.GetModelRequest(id=request.match_info["model"]))
     return json_response(wire.model_json(model))
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway_common.core_api import COMPLETE, COMPLETE_STREAM, GET_MODEL
 from http_edge.body import read_object
 from http_edge.dialects import openai, openai_wire
 from http_edge.dialects import tgi_wire as wire
 from http_edge.errors import EdgeError
-from http_edge.routing import add_routes, generating, json_response, unary
+from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import relay
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 from inference_gateway.v1 import inference_pb2 as pb
 
 TGI = Dialect("tgi", wire.error_json, wire.stream_error)
@@ -25,15 +26,13 @@ TGI = Dialect("tgi", wire.error_json, wire.stream_error)
 
 async def _generate(request: web.Request, body: dict[str, object], *, as_list: bool,
                     stream: bool | None) -> web.StreamResponse:
-    core, state = request.app[CORE], request[STATE]
+    state = request[STATE]
     req, opts = wire.generate_request(body, stream)
-    state.task, state.model = "completion", core.label_for(req.model)
-    timeout, metadata = core.options(request)
-    metadata = generating(metadata)
+    state.task, state.model = "completion", MODEL_UNRESOLVED
+    state.generating = True  # text generation on the model itself, whatever its tasks
     if opts.stream:
-        call = core.inference.CompleteStream(req, timeout=timeout, metadata=metadata)
-        return await relay(request, call, wire.GenerateEncoder(state, opts), TGI)
-    resp = await unary(request, core.inference.Complete(req, timeout=timeout, metadata=metadata))
+        return await relay(request, COMPLETE_STREAM, req, wire.GenerateEncoder(state, opts), TGI)
+    resp = await unary(request, COMPLETE, req)
     openai_wire.record_usage(state, resp.usage)
     out = wire.generate_response(resp, opts)
     return json_response([out] if as_list else out)
@@ -68,10 +67,7 @@ async def invocations(request: web.Request) -> web.StreamResponse:
 
 
 async def info(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    timeout, metadata = core.options(request)
-    model = await unary(request, core.models.GetModel(pb.GetModelRequest(id=wire.MODEL),
-                                                      timeout=timeout, metadata=metadata))
+    model = await unary(request, GET_MODEL, pb.GetModelRequest(id=wire.MODEL))
     return json_response(wire.info_json(model))
 
 

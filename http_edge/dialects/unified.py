@@ -9,13 +9,14 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from gateway_common.core_api import CHAT, CHAT_STREAM
 from http_edge.body import read_object
 from http_edge.dialects import openai_wire
 from http_edge.dialects import unified_wire as wire
 from http_edge.errors import EdgeError
 from http_edge.routing import add_routes, json_response, unary
 from http_edge.sse import DONE, frame, relay
-from http_edge.state import CONFIG, CORE, STATE, Dialect
+from http_edge.state import CONFIG, MODEL_UNRESOLVED, STATE, Dialect
 
 
 def stream_error(err: EdgeError, request_id: str) -> bytes:
@@ -26,15 +27,13 @@ UNIFIED = Dialect("unified", wire.error_json, stream_error)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    core, state = request.app[CORE], request[STATE]
+    state = request[STATE]
     body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
     req, opts = wire.chat_request(body)
-    state.task, state.model = "chat", core.label_for(req.model)
-    timeout, metadata = core.options(request)
+    state.task, state.model = "chat", MODEL_UNRESOLVED
     if opts.stream:
-        stream = core.inference.ChatStream(req, timeout=timeout, metadata=metadata)
-        return await relay(request, stream, wire.ChatEncoder(state, opts.include_usage), UNIFIED)
-    resp = await unary(request, core.inference.Chat(req, timeout=timeout, metadata=metadata))
+        return await relay(request, CHAT_STREAM, req, wire.ChatEncoder(state, opts.include_usage), UNIFIED)
+    resp = await unary(request, CHAT, req)
     openai_wire.record_usage(state, resp.usage)
     return json_response(wire.chat_response(resp))
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +16,9 @@ import aiohttp
 import grpc
 import pytest
 
-from gateway_common.cli import main
+from gateway_cli.cli import main
+from gateway_cli.tokens_cli import note_config
+from gateway_common.config import StorageConfig, load_config
 from tests.auth.kit import AuthGateway, bearer, chat, reason_of
 from tests.conftest import closed_port, free_ports
 
@@ -60,7 +63,8 @@ def test_tokens_on_the_local_store(tmp_path: Path, capsys: pytest.CaptureFixture
     assert {t["status"] for t in json.loads(out)} == {"active", "revoked"}
 
     for argv, status, fragment in [
-        (("create", "--model", "ghost", "--name", "x"), 2, "the model 'ghost' does not exist"),
+        (("create", "--model", "ghost", "--name", "x"), 2,
+         "the model 'ghost' is not one of the embedded mock models"),
         (("create", "--model", "mock-chat", "--name", "x", "--expires", "soon"), 2,
          "is not an expiry"),
         (("create", "--model", "mock-chat", "--name", "x", "--expires", "2001-01-01"), 2,
@@ -157,6 +161,30 @@ async def _stop(proc: asyncio.subprocess.Process) -> str:
     out = await asyncio.wait_for(proc.stdout.read(), 15)
     assert await asyncio.wait_for(proc.wait(), 15) == 0
     return out.decode()
+
+
+def test_local_tokens_take_the_models_of_the_gateways_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --config, a model the embedded defaults lack is refused naming the flag; with the
+    config the gateway runs with (given, or noted in the data dir by serve) it is accepted."""
+    data = tmp_path / "data"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"models": [{"id": "my-model", "task": "chat",
+                                              "provider": "mock"}]}))
+    d = ("--data-dir", str(data))
+    code, _, err = run(capsys, "create", *d, "--model", "my-model", "--name", "x")
+    assert code == 2 and "--config PATH" in err and "'my-model'" in err
+    code, out, _ = run(capsys, "create", *d, "--config", str(config), "--model", "my-model",
+                       "--name", "given", "--json")
+    assert code == 0 and json.loads(out)["models"] == ["my-model"]
+    # What serve --config gateway.yaml --data-dir data does at start:
+    note_config(dataclasses.replace(load_config(str(config)), storage=StorageConfig(
+        data_dir=str(data))), str(config))
+    code, out, _ = run(capsys, "create", *d, "--model", "my-model", "--name", "noted", "--json")
+    assert code == 0 and json.loads(out)["models"] == ["my-model"]
+    config.unlink()
+    code, _, err = run(capsys, "list", *d)
+    assert code == 2 and "--config PATH" in err and str(config) in err
 
 
 async def test_serve_prints_the_fresh_stores_credentials_once(tmp_path: Path) -> None:

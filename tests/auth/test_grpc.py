@@ -294,7 +294,7 @@ async def test_revocation_is_seen_by_a_core_in_another_process(
     path.write_text(yaml.safe_dump(data))
     port = closed_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway_common.cli", "core", "--config", str(path),
+        sys.executable, "-m", "gateway_cli.cli", "core", "--config", str(path),
         "--grpc-port", str(port), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -19,11 +19,24 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import grpc
+from grpc import aio
 
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.defaults import default_config
 from gateway_common.durations import parse_expiry
+from gateway_core.auth.admin import token_proto
+from gateway_core.auth.service import TokenService
+from gateway_core.auth.store import open_store
+from gateway_core.errors import GatewayError, InvalidRequest
+from http_edge.dialects.admin import token_json
+from inference_gateway.v1 import admin_pb2 as apb
+from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
 
 EXIT_CONFIG = 2
 TIMEOUT = 30.0
@@ -90,9 +103,6 @@ class LocalBackend(Backend):
     """The store itself: whoever can read the data dir (or the DSN) is the administrator."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        from gateway_core.auth.service import TokenService
-        from gateway_core.auth.store import open_store
-
         def resolve(name: str) -> str | None:
             m = config.model(name)
             return m.id if m is not None else None
@@ -105,9 +115,6 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _json(record: Any) -> Token:
-        from gateway_core.auth.admin import token_proto
-        from http_edge.dialects.admin import token_json
-
         return token_json(token_proto(record))
 
     async def create(self, name: str, models: list[str], expires_at: float | None
@@ -129,37 +136,24 @@ class CoreBackend(Backend):
     """The core's Admin gRPC service."""
 
     def __init__(self, address: str, admin_token: str) -> None:
-        from grpc import aio
-
-        from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
-
         self.channel = aio.insecure_channel(address)
         self.stub = apb_grpc.AdminStub(self.channel)
         self.metadata = (("authorization", f"Bearer {admin_token}"),)
 
     async def create(self, name: str, models: list[str], expires_at: float | None
                      ) -> tuple[Token, str]:
-        from http_edge.dialects.admin import token_json
-        from inference_gateway.v1 import admin_pb2 as apb
-
         resp = await self.stub.CreateToken(apb.CreateTokenRequest(
             name=name, models=models, expires_at=int(expires_at or 0)),
             timeout=TIMEOUT, metadata=self.metadata)
         return token_json(resp.token), resp.secret
 
     async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
-        from http_edge.dialects.admin import token_json
-        from inference_gateway.v1 import admin_pb2 as apb
-
         resp = await self.stub.ListTokens(apb.ListTokensRequest(
             model=model or "", include_revoked=include_revoked),
             timeout=TIMEOUT, metadata=self.metadata)
         return [token_json(t) for t in resp.tokens]
 
     async def revoke(self, token_id: str) -> Token:
-        from http_edge.dialects.admin import token_json
-        from inference_gateway.v1 import admin_pb2 as apb
-
         return token_json(await self.stub.RevokeToken(
             apb.RevokeTokenRequest(id=token_id), timeout=TIMEOUT, metadata=self.metadata))
 
@@ -171,16 +165,12 @@ class HttpBackend(Backend):
     """The edge's ``/admin`` routes."""
 
     def __init__(self, url: str, admin_token: str) -> None:
-        import aiohttp
-
         self.base = url.rstrip("/")
         self.session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {admin_token}"},
             timeout=aiohttp.ClientTimeout(total=TIMEOUT))
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
-        import aiohttp
-
         try:
             async with self.session.request(method, f"{self.base}{path}", **kw) as resp:
                 try:
@@ -214,8 +204,6 @@ class HttpBackend(Backend):
         return list(body["data"])
 
     async def revoke(self, token_id: str) -> Token:
-        from urllib.parse import quote
-
         return dict(await self._call("DELETE", f"/admin/tokens/{quote(token_id, safe='')}"))
 
     async def close(self) -> None:
@@ -288,12 +276,55 @@ def print_bootstrap(bootstrap: Any, config: GatewayConfig, grpc_port: int,
 # -- command -----------------------------------------------------------------------------------
 
 
-def _config(args: argparse.Namespace) -> GatewayConfig:
-    config = load_config(args.config) if args.config else default_config()
+# In the embedded store's directory, ``serve`` and ``core`` note the config file they run with,
+# so that ``tokens`` on that directory knows its models without ``--config``.
+CONFIG_NOTE = "config-path"
+
+
+def note_config(config: GatewayConfig, path: str | None) -> None:
+    """Note ``path`` (None: the embedded defaults) in the data dir of a SQLite store."""
+    if config.storage.backend != "sqlite":
+        return
+    note = Path(config.storage.data_dir) / CONFIG_NOTE
+    if path is None:
+        note.unlink(missing_ok=True)
+        return
+    note.parent.mkdir(parents=True, exist_ok=True)
+    note.write_text(str(Path(path).resolve()))
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    """``--config``, or the config the gateway on ``--data-dir`` noted (None: neither)."""
+    if args.config:
+        return str(args.config)
+    note = Path(args.data_dir or default_config().storage.data_dir) / CONFIG_NOTE
+    if not note.is_file():
+        return None
+    path = note.read_text().strip()
+    if not Path(path).is_file():
+        raise CommandError(f"the gateway on this data dir ran with {path}, which is gone: give "
+                           "its config with --config PATH", EXIT_CONFIG)
+    return path
+
+
+def _config(args: argparse.Namespace) -> tuple[GatewayConfig, str | None]:
+    """The config to work with, and the file it came from (None: the embedded defaults)."""
+    path = _config_path(args)
+    config = load_config(path) if path else default_config()
     if args.data_dir:
         config = dataclasses.replace(
             config, storage=dataclasses.replace(config.storage, data_dir=args.data_dir))
-    return config
+    return config, path
+
+
+def _check_models(models: list[str], config: GatewayConfig) -> None:
+    """On the embedded defaults, a model they lack means the config is missing: say so."""
+    for name in models:
+        if name != "*" and config.model(name) is None:
+            raise CommandError(
+                f"the model '{name}' is not one of the embedded mock models, and no config says "
+                "which models the gateway serves: give its config with --config PATH (or ask "
+                "the running gateway with --url or --core)", EXIT_CONFIG)
 
 
 async def _backend(args: argparse.Namespace, config: GatewayConfig) -> Backend:
@@ -311,10 +342,12 @@ async def _backend(args: argparse.Namespace, config: GatewayConfig) -> Backend:
     return local
 
 
-async def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
+async def _run(args: argparse.Namespace, config: GatewayConfig, source: str | None) -> int:
     backend = await _backend(args, config)
     try:
         if args.action == "create":
+            if source is None and isinstance(backend, LocalBackend):
+                _check_models(args.models, config)
             try:
                 expires_at = parse_expiry(args.expires)
             except ValueError as exc:
@@ -344,10 +377,6 @@ async def _run(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 def _guarded(fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    import grpc
-
-    from gateway_core.errors import GatewayError, InvalidRequest
-
     try:
         return asyncio.run(fn())
     except CommandError as exc:
@@ -372,8 +401,11 @@ def run(args: argparse.Namespace) -> int:
         print("tokens: give an action: create, list or revoke", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        config = _config(args)
+        config, source = _config(args)
     except ConfigError as exc:
         print(f"tokens: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return _guarded(lambda: _run(args, config))
+    except CommandError as exc:
+        print(f"tokens: {exc}", file=sys.stderr)
+        return exc.code
+    return _guarded(lambda: _run(args, config, source))

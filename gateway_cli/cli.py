@@ -15,8 +15,16 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from prometheus_client import start_http_server
+
+from gateway_cli.tokens_cli import add_parser as add_tokens_parser
+from gateway_cli.tokens_cli import note_config, print_bootstrap
+from gateway_cli.tokens_cli import run as run_tokens
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.defaults import default_config
+from gateway_core.registry import validate_providers
+from gateway_core.server import start_core
+from http_edge.app import start_edge
 
 log = logging.getLogger("inference_gateway")
 
@@ -52,8 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
     edge.add_argument("--core", metavar="HOST:PORT", help="address of the core")
 
-    from gateway_common.tokens_cli import add_parser as add_tokens_parser
-
     add_tokens_parser(sub)
     check = sub.add_parser("check-config", help="validate a config file and say what is wrong")
     check.add_argument("path", nargs="?", help="the YAML file (or use --config)")
@@ -83,8 +89,6 @@ def resolve_config(args: argparse.Namespace) -> GatewayConfig:
             config, storage=dataclasses.replace(config.storage, data_dir=args.data_dir))
     if getattr(args, "log_level", None):
         config = dataclasses.replace(config, log_level=args.log_level)
-    from gateway_core.registry import validate_providers
-
     validate_providers(config)
     return config
 
@@ -114,23 +118,17 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
     async def start() -> Callable[[], Awaitable[None]]:
         stoppers: list[Callable[[], Awaitable[None]]] = []
         if core:
-            from gateway_core.server import start_core
-
             core_handle = await start_core(config)
             stoppers.append(lambda: core_handle.stop(config.timeouts.shutdown_grace_seconds))
             if config.listen.core_metrics_port and not edge:
-                from prometheus_client import start_http_server
-
                 start_http_server(config.listen.core_metrics_port, addr=config.listen.host)
             print(f"gRPC core   {config.listen.host}:{core_handle.port}", flush=True)
         if edge:
-            from http_edge.app import start_edge
-
             try:
-                channel = (core_handle.local_channel()
-                           if core and config.listen.core_transport == "local" else None)
+                in_process = (core_handle.in_process
+                              if core and config.listen.core_transport == "local" else None)
                 edge_handle = await start_edge(
-                    config, channel=channel, buffers=core_handle.buffers if core else None)
+                    config, core=in_process, buffers=core_handle.buffers if core else None)
             except BaseException:
                 for s in stoppers:  # the core started: stop it before reporting the failure
                     await s()
@@ -139,8 +137,6 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
             base = f"http://{config.listen.host}:{edge_handle.port}"
             print(f"HTTP edge   {base}  (OpenAI base URL: {base}/v1)", flush=True)
         if core and core_handle.auth is not None:
-            from gateway_common.tokens_cli import print_bootstrap
-
             print_bootstrap(core_handle.auth.bootstrap, config, core_handle.port,
                             edge_handle.port if edge else None)
 
@@ -168,8 +164,6 @@ def check_config(path: str | None) -> int:
         return EXIT_CONFIG
     try:
         config = load_config(path)
-        from gateway_core.registry import validate_providers
-
         validate_providers(config)
     except ConfigError as exc:
         print(f"{path}: invalid config: {exc}", file=sys.stderr)
@@ -185,8 +179,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_CONFIG
     if args.command == "tokens":
-        from gateway_common.tokens_cli import run as run_tokens
-
         return run_tokens(args)
     if args.command == "check-config":
         return check_config(args.path or args.config_opt)
@@ -198,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         _setup_logging(config.log_level)
         try:
+            if args.command != "edge":  # for ``tokens`` on this data dir
+                note_config(config, args.config)
             _run(_serve(config, core=args.command != "edge", edge=args.command != "core"))
         except ConfigError as exc:  # found at start (auth: keys, the admin credential, the DSN)
             print(f"invalid config: {exc}", file=sys.stderr)
