@@ -50,26 +50,23 @@ def tool_call_json(t: pb.ToolCall, with_index: bool = False) -> dict[str, Any]:
 
 
 def message_json(m: pb.ChatMessage, default_role: str = "") -> dict[str, Any]:
-    """A message in OpenAI's shape; unset content is null (a message that only calls tools)."""
-    out: dict[str, Any] = {"role": m.role or default_role}
-    if m.parts:
-        out["content"] = [part_json(p) for p in m.parts]
-    else:
-        out["content"] = m.content if m.HasField("content") else None
-    if m.name:
-        out["name"] = m.name
-    if m.tool_calls:
-        out["tool_calls"] = [tool_call_json(t) for t in m.tool_calls]
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    if m.HasField("refusal"):
-        out["refusal"] = m.refusal
-    if m.HasField("reasoning_content"):
-        out["reasoning_content"] = m.reasoning_content
-    if m.HasField("reasoning"):
-        out["reasoning"] = m.reasoning
-    if m.HasField("extra"):
-        out.update(struct_to_dict(m.extra))
+    """A message in OpenAI's shape; unset content is null (a message that only calls tools).
+
+    The set fields are read in one call (``ListFields``, in field-number order: role, content,
+    parts, name, tool_calls, tool_call_id, refusal, reasoning_content, reasoning, extra): each
+    check of an unset field costs about as much as reading a set one.
+    """
+    out: dict[str, Any] = {"role": default_role, "content": None}
+    for field, value in m.ListFields():
+        name = field.name
+        if name == "parts":
+            out["content"] = [part_json(p) for p in value]
+        elif name == "tool_calls":
+            out["tool_calls"] = [tool_call_json(t) for t in value]
+        elif name == "extra":
+            out.update(struct_to_dict(value))
+        else:  # role, content, name, tool_call_id, refusal, reasoning_content, reasoning
+            out[name] = value
     return out
 
 
@@ -142,13 +139,14 @@ def usage_json(u: pb.Usage) -> dict[str, Any]:
     if u.HasField("extra"):
         out.update(struct_to_dict(u.extra))
     if u.HasField("cached_tokens"):
-        details = out.get("prompt_tokens_details")
-        out["prompt_tokens_details"] = {**(details if isinstance(details, dict) else {}),
-                                        "cached_tokens": u.cached_tokens}
+        _detail(out, "prompt_tokens_details", "cached_tokens", u.cached_tokens)
     if u.HasField("reasoning_tokens"):
-        details = out.get("completion_tokens_details")
-        out["completion_tokens_details"] = {**(details if isinstance(details, dict) else {}),
-                                            "reasoning_tokens": u.reasoning_tokens}
+        _detail(out, "completion_tokens_details", "reasoning_tokens", u.reasoning_tokens)
     if u.estimated:
         out["estimated"] = True
     return out
+
+
+def _detail(out: dict[str, Any], key: str, name: str, value: int) -> None:
+    known = out.get(key)
+    out[key] = {**(known if isinstance(known, dict) else {}), name: value}

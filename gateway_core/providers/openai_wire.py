@@ -21,32 +21,33 @@ _FORMAT_NAMES = {
 }
 
 
+# Sampling fields sent rounded: float32 in the proto (0.7 reads back as 0.699999988).
+_ROUNDED = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty",
+                      "repetition_penalty"})
+
+
 def sampling_fields(params: pb.SamplingParams, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The OpenAI sampling fields of a request: the caller's values over the model's defaults.
 
-    Unset values are left out (never sent as null: llama.cpp rejects explicit nulls).
+    Unset values are left out (never sent as null: llama.cpp rejects explicit nulls). The set
+    fields are read in one call (``ListFields``): each check of an unset field costs about as
+    much as reading a set one.
     """
     body: dict[str, Any] = {k: v for k, v in defaults.items() if v is not None}
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        if params.HasField(name):
-            body[name] = round(getattr(params, name), 6)
-    if params.HasField("max_tokens"):
-        body["max_tokens"] = params.max_tokens
-    if params.HasField("max_completion_tokens"):
-        body["max_completion_tokens"] = params.max_completion_tokens
-    if params.HasField("seed"):
-        body["seed"] = params.seed
-    if params.HasField("n"):
-        body["n"] = params.n
-    if params.HasField("top_k"):
-        body["top_k"] = params.top_k
-    if params.HasField("repetition_penalty"):
-        body["repetition_penalty"] = round(params.repetition_penalty, 6)
-    if params.stop:
-        body["stop"] = list(params.stop)
-    if params.logit_bias:
-        body["logit_bias"] = {k: ints(v) for k, v in params.logit_bias.items()}
-    if params.HasField("do_sample") and not params.do_sample:
+    greedy = False
+    for field, value in params.ListFields():
+        name = field.name
+        if name in _ROUNDED:
+            body[name] = round(value, 6)
+        elif name == "stop":
+            body["stop"] = list(value)
+        elif name == "logit_bias":
+            body["logit_bias"] = {k: ints(v) for k, v in value.items()}
+        elif name == "do_sample":
+            greedy = not value
+        else:  # max_tokens, max_completion_tokens, seed, n, top_k
+            body[name] = value
+    if greedy:
         body["temperature"] = 0.0
     return body
 
@@ -75,21 +76,10 @@ def _tool_to_openai(t: pb.Tool) -> dict[str, Any]:
     return out
 
 
-def _tools_fields(req: pb.ChatRequest, body: dict[str, Any]) -> None:
-    """The tool and log-probability fields of a chat request, as the caller gave them."""
-    if req.tools:
-        body["tools"] = [_tool_to_openai(t) for t in req.tools]
-    kind = req.tool_choice.WhichOneof("choice") if req.HasField("tool_choice") else None
-    if kind == "mode":
-        body["tool_choice"] = req.tool_choice.mode
-    elif kind == "function":
-        body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.function}}
-    if req.HasField("parallel_tool_calls"):
-        body["parallel_tool_calls"] = req.parallel_tool_calls
-    if req.HasField("logprobs"):
-        body["logprobs"] = req.logprobs
-    if req.HasField("top_logprobs"):
-        body["top_logprobs"] = req.top_logprobs
+def _tool_choice_json(choice: pb.ToolChoice) -> Any:
+    if choice.WhichOneof("choice") == "function":
+        return {"type": "function", "function": {"name": choice.function}}
+    return choice.mode
 
 
 def response_format_json(rf: pb.ResponseFormat) -> dict[str, Any]:
@@ -109,18 +99,35 @@ def chat_body(
     req: pb.ChatRequest, upstream_model: str, defaults: Mapping[str, Any], stream: bool,
     stream_usage: bool = True,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": upstream_model,
-        "messages": [message_json(m) for m in req.messages],
-    }
-    body.update(sampling_fields(req.params, defaults))
-    if req.HasField("response_format") and req.response_format.type:
-        body["response_format"] = response_format_json(req.response_format)
-    _tools_fields(req, body)
-    if req.end_user:
-        body["user"] = req.end_user
-    if req.HasField("extra"):
-        body.update(struct_to_dict(req.extra))
+    body: dict[str, Any] = {"model": upstream_model}
+    extra = None
+    sampled = False
+    for field, value in req.ListFields():  # the set fields, in one call
+        name = field.name
+        if name == "messages":
+            body["messages"] = [message_json(m) for m in value]
+        elif name == "params":
+            body.update(sampling_fields(value, defaults))
+            sampled = True
+        elif name == "response_format":
+            if value.type:
+                body["response_format"] = response_format_json(value)
+        elif name == "tools":
+            body["tools"] = [_tool_to_openai(t) for t in value]
+        elif name == "tool_choice":
+            body["tool_choice"] = _tool_choice_json(value)
+        elif name in ("parallel_tool_calls", "logprobs", "top_logprobs"):
+            body[name] = value
+        elif name == "end_user":
+            body["user"] = value
+        elif name == "extra":
+            extra = value
+    if "messages" not in body:
+        body["messages"] = []
+    if not sampled and defaults:
+        body.update(sampling_fields(req.params, defaults))
+    if extra is not None:
+        body.update(struct_to_dict(extra))
     if stream:
         body["stream"] = True
         if stream_usage:

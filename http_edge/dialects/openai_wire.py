@@ -46,6 +46,9 @@ _COMPLETION_KEYS = _SAMPLING_KEYS | {"model", "prompt", "stream", "stream_option
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal",
                            "reasoning_content", "reasoning"})
 _TOOL_CHOICE_MODES = frozenset({"none", "auto", "required"})
+_TOOL_KEYS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs"})
+# A message with only these fields takes the short path.
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "name"})
 _FORMATS = {
     "text": pb.ResponseFormat.TYPE_TEXT,
     "json_object": pb.ResponseFormat.TYPE_JSON_OBJECT,
@@ -89,7 +92,7 @@ def sampling(f: Fields) -> pb.SamplingParams:
         p.repetition_penalty = v
     if (b := f.bool("do_sample")) is not None:
         p.do_sample = b
-    if (bias := f.get("logit_bias")) is not None:
+    if "logit_bias" in f.data and (bias := f.get("logit_bias")) is not None:
         if not isinstance(bias, dict):
             raise EdgeError.bad_request("'logit_bias' must be an object of token ids to numbers",
                                         param="logit_bias")
@@ -207,6 +210,8 @@ def _message(m: Any, where: str) -> pb.ChatMessage:
     name = m.get("name")
     if isinstance(name, str):
         msg.name = name
+    if m.keys() <= _PLAIN_MESSAGE_KEYS:
+        return msg
     if m.get("tool_calls") is not None:
         msg.tool_calls.extend(_tool_calls(m["tool_calls"], f"{where}.tool_calls"))
     if m.get("tool_call_id") is not None:
@@ -321,14 +326,9 @@ def _response_format(rf: Fields, req: pb.ChatRequest) -> bool:
     return True
 
 
-def chat_request(body: dict[str, Any]) -> tuple[pb.ChatRequest, StreamOptions]:
-    f = Fields(body)
-    req = pb.ChatRequest(model=f.req_str("model"), messages=messages(body.get("messages")))
-    req.params.CopyFrom(sampling(f))
-    known = set(_CHAT_KEYS)
-    rf = f.obj("response_format")
-    if rf is not None and _response_format(rf, req):
-        known.add("response_format")
+def _tool_fields(f: Fields, body: dict[str, Any], req: pb.ChatRequest, known: set[str]) -> None:
+    """The tool and log-probability fields, when the body has any (``known`` learns the forms
+    of ``tool_choice`` the proto types)."""
     if body.get("tools") is not None:
         req.tools.extend(tools(body["tools"]))
     if body.get("tool_choice") is not None:
@@ -342,13 +342,26 @@ def chat_request(body: dict[str, Any]) -> tuple[pb.ChatRequest, StreamOptions]:
         req.logprobs = b
     if (i := f.int("top_logprobs", 0, 20)) is not None:
         req.top_logprobs = i
+
+
+def chat_request(body: dict[str, Any]) -> tuple[pb.ChatRequest, StreamOptions]:
+    f = Fields(body)
+    req = pb.ChatRequest(model=f.req_str("model"), messages=messages(body.get("messages")))
+    req.params.CopyFrom(sampling(f))
+    known: frozenset[str] | set[str] = _CHAT_KEYS
+    if not body.keys().isdisjoint(_TOOL_KEYS):
+        known = set(_CHAT_KEYS)
+        _tool_fields(f, body, req, known)
+    rf = f.obj("response_format")
+    if rf is not None and _response_format(rf, req):
+        known = {*known, "response_format"}
     if (user := f.str("user")) is not None:
         req.end_user = user
     if (template := f.str("chat_template")) is not None:
         req.chat_template = template
     opts = stream_options(f)
     req.include_usage = opts.include_usage
-    if (extra := _extra(body, known)) is not None:
+    if not body.keys() <= known and (extra := _extra(body, known)) is not None:
         req.extra.CopyFrom(extra)
     return req, opts
 
