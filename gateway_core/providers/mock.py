@@ -161,7 +161,7 @@ class MockProvider(Provider):
             if req.logprobs:
                 chunk.choices[0].logprobs.content.extend(mock_tools.logprobs([piece], top))
             else:
-                chunk.text_only = True
+                chunk.shape = pb.ChatChunk.SHAPE_TEXT
             yield chunk
         yield pb.ChatChunk(
             id=cid, created=created, model=req.model,

@@ -464,6 +464,25 @@ def record_usage(state: RequestState, usage: pb.Usage) -> None:
     state.completion_tokens = usage.completion_tokens
 
 
+_TEXT = pb.ChatChunk.SHAPE_TEXT
+_TOOL_FRAGMENTS = pb.ChatChunk.SHAPE_TOOL_FRAGMENTS
+
+
+def _fragment_json(t: pb.ToolCall) -> dict[str, Any]:
+    """A tool-call fragment of a SHAPE_TOOL_FRAGMENTS chunk (no unknown fields by its promise):
+    id, type and name only where set (the call's first fragment), the arguments piece always."""
+    out: dict[str, Any] = {"index": t.index}
+    if tid := t.id:
+        out["id"] = tid
+    if kind := t.type:
+        out["type"] = kind
+    fn = t.function
+    name = fn.name
+    out["function"] = {"name": name, "arguments": fn.arguments} if name else {
+        "arguments": fn.arguments}
+    return out
+
+
 def _rich_delta(d: pb.ChatDelta) -> bool:
     return (d.HasField("reasoning_content") or d.HasField("reasoning") or d.HasField("refusal")
             or d.HasField("extra"))
@@ -548,28 +567,32 @@ class ChatEncoder(_StreamEncoder):
         data = b""
         received = c.choices
         if received:
-            text_only = c.text_only
+            shape = c.shape
             choices = []
             for i in range(len(received)):  # indexing: iterating a upb container costs more
                 ch = received[i]
                 d = ch.delta
-                if not text_only and (d.tool_calls or ch.HasField("logprobs")
-                                      or _rich_delta(d) or ch.HasField("extra")):
-                    choices.append(self._rich_choice(ch))
-                    continue
+                finish = ch.finish_reason
                 # Role and tool_calls in every delta: TGI's clients require both keys.
                 delta: dict[str, Any] = {"role": d.role or "assistant"}
-                finish = ch.finish_reason
-                if text_only:  # the core sets content unless the delta only finishes
+                if shape == _TEXT:  # the core sets content unless the delta only finishes
                     content = d.content
                     if content or not finish:
                         delta["content"] = content
-                elif d.HasField("content"):
-                    delta["content"] = d.content
-                delta["tool_calls"] = None
+                    delta["tool_calls"] = None
+                elif shape == _TOOL_FRAGMENTS:
+                    delta["tool_calls"] = [_fragment_json(t) for t in d.tool_calls]
+                elif (d.tool_calls or ch.HasField("logprobs") or _rich_delta(d)
+                      or ch.HasField("extra")):
+                    choices.append(self._rich_choice(ch))
+                    continue
+                else:
+                    if d.HasField("content"):
+                        delta["content"] = d.content
+                    delta["tool_calls"] = None
                 choices.append({"index": ch.index, "delta": delta, "logprobs": None,
                                 "finish_reason": finish or None})
-            data = self._frame(c, choices) if text_only or not c.HasField("extra") else frame(
+            data = self._frame(c, choices) if shape or not c.HasField("extra") else frame(
                 orjson.dumps({**self._chunk(c, choices), **struct_to_dict(c.extra)}))
         if c.HasField("usage"):
             data += self._usage(c)

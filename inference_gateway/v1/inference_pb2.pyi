@@ -343,7 +343,15 @@ class ChatChunkChoice(_message.Message):
     def __init__(self, index: _Optional[int] = ..., delta: _Optional[_Union[ChatDelta, _Mapping]] = ..., finish_reason: _Optional[str] = ..., logprobs: _Optional[_Union[ChatLogprobs, _Mapping]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ChatChunk(_message.Message):
-    __slots__ = ("id", "created", "model", "choices", "usage", "system_fingerprint", "extra", "text_only")
+    __slots__ = ("id", "created", "model", "choices", "usage", "system_fingerprint", "extra", "shape")
+    class Shape(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SHAPE_UNSPECIFIED: _ClassVar[ChatChunk.Shape]
+        SHAPE_TEXT: _ClassVar[ChatChunk.Shape]
+        SHAPE_TOOL_FRAGMENTS: _ClassVar[ChatChunk.Shape]
+    SHAPE_UNSPECIFIED: ChatChunk.Shape
+    SHAPE_TEXT: ChatChunk.Shape
+    SHAPE_TOOL_FRAGMENTS: ChatChunk.Shape
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -351,7 +359,7 @@ class ChatChunk(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
-    TEXT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     created: int
     model: str
@@ -359,8 +367,8 @@ class ChatChunk(_message.Message):
     usage: Usage
     system_fingerprint: str
     extra: _struct_pb2.Struct
-    text_only: bool
-    def __init__(self, id: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[ChatChunkChoice, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., system_fingerprint: _Optional[str] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., text_only: _Optional[bool] = ...) -> None: ...
+    shape: ChatChunk.Shape
+    def __init__(self, id: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[ChatChunkChoice, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., system_fingerprint: _Optional[str] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., shape: _Optional[_Union[ChatChunk.Shape, str]] = ...) -> None: ...
 
 class CompletionRequest(_message.Message):
     __slots__ = ("model", "prompt", "params", "include_usage", "end_user", "echo", "extra", "logprobs")
