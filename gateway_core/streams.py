@@ -7,7 +7,8 @@ stream one token per chunk) and the usage is flagged as estimated.
 
 Events that arrived in one network read go on as one message where that loses nothing, merged the
 way OpenAI's clients accumulate a stream: text pieces joined per choice, tool-call fragments joined
-per call ``index``, log-probability entries appended. Plain text deltas take a fast path. An event
+per call ``index``, log-probability entries appended. Plain text deltas and plain tool-call
+fragments take a fast path, and the chunks built from them carry a ``shape``. An event
 with fields the typed API does not know at the choice or delta level is sent as its own message,
 and events are merged only while their own unknown top-level fields are the same.
 """
@@ -35,9 +36,7 @@ ChunkT = TypeVar("ChunkT", pb.ChatChunk, pb.CompletionChunk)
 
 _TOP_KEYS = answers.TOP_KEYS
 _KNOWN_TOP = _TOP_KEYS.issuperset  # cheaper than comparing a keys view
-_CHOICE_KEYS = answers.CHOICE_KEYS
 _PLAIN_CHOICE = frozenset({"index", "delta", "text", "finish_reason", "logprobs"})
-_PLAIN_DELTA = frozenset({"role", "content"})
 _DELTA_KEYS = frozenset({"role", "content", "tool_calls", "refusal", "reasoning_content",
                          "reasoning"})
 _NOT_STRINGS = "a choice's content, role and finish_reason are strings"
