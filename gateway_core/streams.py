@@ -326,10 +326,9 @@ class _StreamState(Generic[ChunkT]):
 
     def feed_batch(self, events: Sequence[Any]) -> list[ChunkT]:
         """Upstream events that arrived in one read → the chunks to forward now (usually one)."""
-        held_plain = self.held is None or self.held[2]
         if len(events) == 1:
             event = self._event(events[0])
-            if not (event[2] and held_plain):
+            if not (event[2] and (self.held is None or self.held[2])):
                 return self._rich_batch([event])
             deltas: Any = event[1]
             if not deltas:
@@ -338,21 +337,29 @@ class _StreamState(Generic[ChunkT]):
                 previous, self.held = self.held, event
                 return [self._build_one(previous[1])] if previous else []  # type: ignore[arg-type]
             return [self._build_one(deltas)]
-        parsed = [self._event(data) for data in events]
-        if not (held_plain and all(event[2] for event in parsed)):
-            return self._rich_batch(parsed)
+        # Plain events are merged as they come; from the first that is not (or while a rich
+        # event is held), the rest of the read goes the general way, after what came before.
         acc: _Merged = {}
-        for event in parsed:
+        rest: list[_Event] = []
+        for data in events:
+            event = self._event(data)
+            if rest or not event[2] or not (self.held is None or self.held[2]):
+                rest.append(event)
+                continue
             deltas = event[1]
             if not deltas:
                 continue
-            if any(d[3] for d in deltas):  # it finishes a choice: hold it, release the last held
+            if deltas[0][3] if len(deltas) == 1 else any(d[3] for d in deltas):
+                # It finishes a choice: hold it, release the last held.
                 previous, self.held = self.held, event
                 if previous:
                     _merge_deltas(acc, previous[1])  # type: ignore[arg-type]
             else:
                 _merge_deltas(acc, deltas)
-        return [self._merged(acc)] if acc else []
+        out = [self._merged(acc)] if acc else []
+        if rest:
+            out.extend(self._rich_batch(rest))
+        return out
 
     @staticmethod
     def _group(deltas: list[Delta | Rich]) -> dict[int, Rich]:
