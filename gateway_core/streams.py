@@ -90,7 +90,13 @@ def _plain_fragment(calls: Any) -> Fragment | None:
         return None
     call = calls[0]
     fn = call.get("function")
-    if (type(fn) is not dict or not _TOOL_KEYS_OK(call) or not _FUNCTION_KEYS_OK(fn)):
+    if type(fn) is not dict:
+        return None
+    if len(call) == 2 and len(fn) == 1 and "index" in call:  # a later piece: index, arguments
+        args, index = fn.get("arguments"), call["index"]
+        if type(args) is str and type(index) is int:
+            return index, None, None, None, args
+    if not _TOOL_KEYS_OK(call) or not _FUNCTION_KEYS_OK(fn):
         return None
     tid, kind, name, args = call.get("id"), call.get("type"), fn.get("name"), fn.get("arguments")
     if not (tid is None or type(tid) is str) or not (kind is None or type(kind) is str) \
