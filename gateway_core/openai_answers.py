@@ -38,6 +38,12 @@ def extra_of(data: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | No
     return out
 
 
+def _keep_extra(target: Any, data: dict[str, Any], known: frozenset[str]) -> None:
+    """``data``'s fields outside ``known`` into ``target.extra``, when it has any."""
+    if extra := extra_of(data, known):
+        target.extra.CopyFrom(to_struct(extra))
+
+
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -90,8 +96,7 @@ def token_logprob(entry: Any) -> pb.TokenLogprob:
         t.id = int(tid)
     for top in entry.get("top_logprobs") or ():
         t.top_logprobs.append(token_logprob(top))
-    if extra := extra_of(entry, _TOKEN_KEYS):
-        t.extra.CopyFrom(to_struct(extra))
+    _keep_extra(t, entry, _TOKEN_KEYS)
     return t
 
 
@@ -142,8 +147,7 @@ def tool_call(entry: Any) -> pb.ToolCall:
             t.function.name = str(name)
         if (args := fn.get("arguments")) is not None:
             t.function.arguments = args if isinstance(args, str) else json_text(args)
-    if extra := extra_of(entry, _TOOL_CALL_KEYS):
-        t.extra.CopyFrom(to_struct(extra))
+    _keep_extra(t, entry, _TOOL_CALL_KEYS)
     return t
 
 
@@ -166,8 +170,7 @@ def message(msg: dict[str, Any]) -> pb.ChatMessage:
     for field in ("refusal", "reasoning_content", "reasoning"):
         if (value := msg.get(field)) is not None:
             setattr(m, field, _text(value))
-    if extra := extra_of(msg, MESSAGE_KEYS):
-        m.extra.CopyFrom(to_struct(extra))
+    _keep_extra(m, msg, MESSAGE_KEYS)
     return m
 
 
@@ -199,10 +202,8 @@ def parse_chat_response(
             choice.message.CopyFrom(message(c.get("message") or {}))
             if (lp := chat_logprobs(c.get("logprobs"))) is not None:
                 choice.logprobs.CopyFrom(lp)
-            if extra := extra_of(c, CHOICE_KEYS):
-                choice.extra.CopyFrom(to_struct(extra))
-        if extra := extra_of(data, TOP_KEYS):
-            resp.extra.CopyFrom(to_struct(extra))
+            _keep_extra(choice, c, CHOICE_KEYS)
+        _keep_extra(resp, data, TOP_KEYS)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _protocol_error("a chat completion", exc) from exc
     usage = usage_from_openai(data.get("usage")) or estimated_usage(
@@ -225,10 +226,8 @@ def parse_completion_response(
                                       finish_reason=c.get("finish_reason") or "")
             if (lp := completion_logprobs(c.get("logprobs"))) is not None:
                 choice.logprobs.CopyFrom(lp)
-            if extra := extra_of(c, CHOICE_KEYS):
-                choice.extra.CopyFrom(to_struct(extra))
-        if extra := extra_of(data, TOP_KEYS):
-            resp.extra.CopyFrom(to_struct(extra))
+            _keep_extra(choice, c, CHOICE_KEYS)
+        _keep_extra(resp, data, TOP_KEYS)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _protocol_error("a completion", exc) from exc
     usage = usage_from_openai(data.get("usage")) or estimated_usage(
