@@ -121,6 +121,12 @@ class TimeoutsConfig:
     shutdown_grace_seconds: float = 10.0
     # gRPC keepalive ping interval between the edge and the core.
     keepalive_seconds: float = 30.0
+    # Stage timeouts every model gets unless it sets its own (``models[].timeouts``); null: the
+    # request's deadline alone bounds the stage.
+    connect: float | None = 5.0
+    headers: float | None = None
+    first_token: float | None = None
+    idle: float | None = 60.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,58 @@ class AuthConfig:
     jwt: JwtConfig = field(default_factory=JwtConfig)
 
 
+BALANCES = ("least_outstanding", "round_robin", "least_loaded", "prefix_affinity")
+PRIORITIES = ("critical", "standard", "sheddable")
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One endpoint of a model's pool; unset fields take the model's."""
+
+    url: str
+    weight: int = 1
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    # Requests in flight on this endpoint at most (0: no cap).
+    max_concurrency: int = 0
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    # Attempts per pool, each on an endpoint not tried yet for the request (so a pool of one
+    # endpoint makes one attempt).
+    attempts: int = 3
+    # Base of the jittered exponential backoff between attempts.
+    backoff_ms: float = 50.0
+    # Retries at most this share of the pool's requests (plus min_retries), so that a failing
+    # pool is not hammered.
+    budget_percent: float = 20.0
+    min_retries: int = 3
+
+
+@dataclass(frozen=True)
+class StageTimeouts:
+    """Seconds per stage of an upstream call (null: the gateway's ``timeouts`` default)."""
+
+    connect: float | None = None
+    headers: float | None = None
+    first_token: float | None = None
+    idle: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    # Consecutive connect errors, 5xx or timeouts that eject an endpoint.
+    consecutive_failures: int = 5
+    # The first ejection's length; each next one doubles it, up to max_ejection_seconds.
+    ejection_seconds: float = 5.0
+    max_ejection_seconds: float = 300.0
+    # Active checks: GET this path on each endpoint's origin every check_seconds (null: off);
+    # a non-2xx answer or no answer ejects the endpoint until a check passes.
+    check_path: str | None = None
+    check_seconds: float = 5.0
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """One served model: where its upstream is and how to call it."""
@@ -185,6 +243,30 @@ class ModelConfig:
     max_response_bytes: int = 64 * 1024 * 1024
     # Provider-specific settings, validated by the provider.
     options: dict[str, Any] = field(default_factory=dict)
+    # A pool of endpoints instead of upstream_url (SPEC §10), and how requests are spread.
+    upstreams: list[UpstreamConfig] = field(default_factory=list)
+    balance: Literal["least_outstanding", "round_robin", "least_loaded",
+                     "prefix_affinity"] = "least_outstanding"
+    retries: RetryConfig = field(default_factory=RetryConfig)
+    # Other models of the same task tried in order when this one's pool is exhausted.
+    fallbacks: list[str] = field(default_factory=list)
+    timeouts: StageTimeouts = field(default_factory=StageTimeouts)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    # Requests in flight on the model at most (0: no cap); past it they wait up to
+    # queue_timeout seconds, at most max_queued of them, then get 429.
+    max_concurrency: int = 0
+    queue_timeout: float = 2.0
+    max_queued: int = 1000
+    # least_loaded: how often each endpoint's /metrics is read (off the request path).
+    load_poll_seconds: float = 0.5
+    # prefix_affinity: how many leading characters of the prompt choose the endpoint.
+    prefix_chars: int = 256
+
+    def pool(self) -> list[UpstreamConfig]:
+        """The endpoints: ``upstreams``, or the one ``upstream_url`` as a pool of one."""
+        if self.upstreams:
+            return self.upstreams
+        return [UpstreamConfig(url=self.upstream_url)] if self.upstream_url else []
 
 
 @dataclass(frozen=True)
@@ -329,6 +411,7 @@ def validate(config: GatewayConfig) -> GatewayConfig:
         if m.timeout_seconds is not None and m.timeout_seconds <= 0:
             raise ConfigError(f"models[{i}].timeout_seconds", "must be greater than 0")
         _validate_upstream(f"models[{i}]", m)
+        _validate_pool(f"models[{i}]", m, config)
         if m.max_response_bytes * BUFFER_COST_FACTOR > config.limits.max_buffered_bytes:
             raise ConfigError(f"models[{i}].max_response_bytes",
                               f"an answer this large (counted {BUFFER_COST_FACTOR} times) would "
@@ -349,21 +432,53 @@ def validate(config: GatewayConfig) -> GatewayConfig:
 
 
 def _validate_upstream(path: str, m: ModelConfig) -> None:
+    if m.upstream_url is not None:
+        _validate_url(f"{path}.upstream_url", m.upstream_url, m.api_key_env)
+    for j, u in enumerate(m.upstreams):
+        _validate_url(f"{path}.upstreams[{j}].url", u.url, u.api_key_env or m.api_key_env)
+
+
+def _validate_url(path: str, url: str, api_key_env: str | None) -> None:
     """An upstream URL the HTTP client can call, with at most one source of credentials (the URL
     itself is never quoted: it may hold a password)."""
-    if m.upstream_url is None:
-        return
-    parts = urlsplit(m.upstream_url)
+    parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number or out of range
     except ValueError:
-        raise ConfigError(f"{path}.upstream_url", "has an invalid port") from None
+        raise ConfigError(path, "has an invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{path}.upstream_url", "must be an http:// or https:// URL with a host")
-    if (parts.username or parts.password) and m.api_key_env:
-        raise ConfigError(f"{path}.upstream_url",
+        raise ConfigError(path, "must be an http:// or https:// URL with a host")
+    if (parts.username or parts.password) and api_key_env:
+        raise ConfigError(path,
                           "carries credentials (user:password@) and api_key_env is set too; an "
                           "upstream request carries one Authorization header: keep one of them")
+
+
+def _validate_pool(path: str, m: ModelConfig, config: GatewayConfig) -> None:
+    """The traffic settings of one model (SPEC §10)."""
+    if m.upstreams and m.upstream_url:
+        raise ConfigError(f"{path}.upstreams", "and upstream_url are both set: keep one")
+    for j, u in enumerate(m.upstreams):
+        if u.weight < 1:
+            raise ConfigError(f"{path}.upstreams[{j}].weight", "must be at least 1")
+    if m.retries.attempts < 1:
+        raise ConfigError(f"{path}.retries.attempts", "must be at least 1")
+    if m.health.consecutive_failures < 1:
+        raise ConfigError(f"{path}.health.consecutive_failures", "must be at least 1")
+    if m.health.check_path is not None and not m.health.check_path.startswith("/"):
+        raise ConfigError(f"{path}.health.check_path", "must start with /")
+    for name in ("connect", "headers", "first_token", "idle"):
+        if getattr(m.timeouts, name) == 0:
+            raise ConfigError(f"{path}.timeouts.{name}", "must be greater than 0")
+    for j, fallback in enumerate(m.fallbacks):
+        other = config.model(fallback)
+        where = f"{path}.fallbacks[{j}]"
+        if other is None:
+            raise ConfigError(where, f"no model named {fallback!r}")
+        if other is m:
+            raise ConfigError(where, "is the model itself")
+        if m.task not in (other.task, *other.tasks):
+            raise ConfigError(where, f"model {fallback!r} does not serve the task {m.task!r}")
 
 
 def _validate_jwt(jwt: JwtConfig) -> None:

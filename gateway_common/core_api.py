@@ -49,6 +49,16 @@ MODEL_KEY = "igw-model"  # the configured model id the request's name resolved t
 ERROR_TYPE_KEY = "igw-error-type"
 ERROR_PARAM_KEY = "igw-error-param"
 ERROR_CODE_KEY = "igw-error-code"
+# What served the request (SPEC §10): the model (a fallback's id when one served) and the number
+# of upstream attempts, sent as initial metadata before a stream's first message and as trailing
+# metadata; the edge sends them as ``x-gateway-model`` and ``x-gateway-attempts``.
+SERVED_MODEL_KEY = "x-gateway-model"
+ATTEMPTS_KEY = "x-gateway-attempts"
+# "false" when a retry by the caller cannot help (the gateway retried already, or the failure is
+# deterministic): the edge sends it as ``x-should-retry``, which the official SDKs obey.
+SHOULD_RETRY_KEY = "igw-should-retry"
+# The request's priority class (critical, standard, sheddable), as the caller asked for it.
+PRIORITY_KEY = "igw-priority"
 # How long to wait before retrying, as an upstream's 429 said it (HTTP ``Retry-After``'s value).
 RETRY_AFTER_KEY = "retry-after"
 
@@ -99,6 +109,10 @@ class CoreStream(Protocol[Resp_co]):
                         tb: object) -> bool | None: ...
 
     def trailing_metadata(self) -> Metadata: ...
+
+    def initial_metadata(self) -> Metadata:
+        """The core's initial metadata, once the first message (or the end) has been read."""
+        ...
 
 
 class CoreAPI(Protocol):

@@ -65,6 +65,7 @@ class GrpcStream(AsyncIterator[Resp]):
     def __init__(self, call: aio.UnaryStreamCall[Any, Resp]) -> None:
         self._call = call
         self._trailing: Metadata = ()
+        self._initial: Metadata | None = None
 
     async def __aenter__(self) -> GrpcStream[Resp]:
         return self
@@ -79,10 +80,15 @@ class GrpcStream(AsyncIterator[Resp]):
 
     async def __anext__(self) -> Resp:
         message = await self._call.read()
+        if self._initial is None:  # it came with the first message (or the end)
+            self._initial = tuple(await self._call.initial_metadata() or ())
         if message is aio.EOF:
             self._trailing = tuple(await self._call.trailing_metadata() or ())
             raise StopAsyncIteration
         return message  # type: ignore[return-value]  # EOF is excluded above
+
+    def initial_metadata(self) -> Metadata:
+        return self._initial or ()
 
     def trailing_metadata(self) -> Metadata:
         return self._trailing

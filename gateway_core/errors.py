@@ -64,10 +64,13 @@ class GatewayError(Exception):
             self.reason = reason
         # The upstream's own error fields, passed on to the caller as trailers.
         self.fields = fields
+        # More trailers: what the traffic layer tried (served model, attempts, should-retry).
+        self.extra: tuple[tuple[str, str], ...] = ()
 
     def trailers(self) -> tuple[tuple[str, str], ...]:
-        """The trailing metadata of the aborted RPC: the reason, then the upstream's fields."""
-        return ((REASON_KEY, self.reason), *self.fields.trailers())
+        """The trailing metadata of the aborted RPC: the reason, the upstream's fields, then
+        what the traffic layer adds."""
+        return ((REASON_KEY, self.reason), *self.fields.trailers(), *self.extra)
 
 
 class InvalidRequest(GatewayError):
@@ -125,10 +128,12 @@ class UpstreamError(GatewayError):
     reason = "upstream_error"
 
     def __init__(self, message: str, *, kind: str = "error", reason: str | None = None,
-                 fields: ErrorFields = NO_FIELDS) -> None:
+                 fields: ErrorFields = NO_FIELDS, status: int = 0) -> None:
         super().__init__(message, reason=reason, fields=fields)
         # Bounded label for metrics: connect, status, protocol, timeout.
         self.kind = kind
+        # The upstream's HTTP status, when it answered one (a 5xx); 0 otherwise.
+        self.status = status
 
 
 class UpstreamRejected(GatewayError):
@@ -146,10 +151,16 @@ class UpstreamRateLimited(GatewayError):
 
 
 class UpstreamTimeout(GatewayError):
-    """The deadline passed while waiting on the upstream."""
+    """The deadline, or one stage's timeout, passed while waiting on the upstream. ``stage``
+    names which: ``connect``, ``headers``, ``first_token``, ``idle`` or ``deadline``."""
 
     code = "DEADLINE_EXCEEDED"
     reason = "upstream_timeout"
+
+    def __init__(self, message: str, *, stage: str = "deadline",
+                 fields: ErrorFields = NO_FIELDS) -> None:
+        super().__init__(message, fields=fields)
+        self.stage = stage
 
 
 class Overloaded(GatewayError):
@@ -158,3 +169,25 @@ class Overloaded(GatewayError):
 
     code = "RESOURCE_EXHAUSTED"
     reason = "overloaded"
+
+
+class NoHealthyUpstream(GatewayError):
+    """Every endpoint of the model's pool is ejected or down: 503 at once, with Retry-After
+    (the time until the first one may be tried again)."""
+
+    code = "UNAVAILABLE"
+    reason = "no_healthy_upstream"
+
+
+class ModelBusy(GatewayError):
+    """The model is at its ``max_concurrency`` and the request could not wait (its queue is
+    full, it was shed for a request of a higher class, or ``queue_timeout`` passed): 429 with
+    Retry-After."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "model_busy"
+
+
+def retry_after_fields(seconds: float) -> ErrorFields:
+    """``Retry-After`` of at least one whole second."""
+    return ErrorFields(retry_after=str(max(1, int(seconds + 0.999))))

@@ -113,6 +113,7 @@ class Context:
         "_code",
         "_details",
         "_done",
+        "_initial",
         "_metadata",
         "_trailing",
         "deadline",
@@ -126,6 +127,7 @@ class Context:
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailing: Metadata = ()
+        self._initial: Metadata = ()
         self._cancelled = False
         self.timeout: asyncio.Timeout | None = None  # the deadline, while the handler runs
         self.stopping = False  # ended by the core's stop: UNAVAILABLE, not DEADLINE_EXCEEDED
@@ -149,6 +151,12 @@ class Context:
 
     def set_trailing_metadata(self, trailing_metadata: Metadata) -> None:
         self._trailing = tuple(trailing_metadata)
+
+    async def send_initial_metadata(self, initial_metadata: Metadata) -> None:
+        self._initial = tuple(initial_metadata)
+
+    def initial_metadata(self) -> Metadata:
+        return self._initial
 
     def trailing_metadata(self) -> Metadata:
         return self._trailing
@@ -383,6 +391,9 @@ class InProcessStream(AsyncIterator[Resp]):
 
     def trailing_metadata(self) -> Metadata:
         return self._ctx.trailing_metadata()
+
+    def initial_metadata(self) -> Metadata:
+        return self._ctx.initial_metadata()
 
     def __aiter__(self) -> InProcessStream[Resp]:
         return self

@@ -188,6 +188,14 @@ def _protocol_error(what: str, exc: Exception) -> UpstreamError:
         kind="protocol")
 
 
+def _choices(data: Any) -> list[Any]:
+    """The answer's choices: a non-empty list, else the answer is not one (ValueError)."""
+    choices = data["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("no choices")
+    return choices
+
+
 def parse_chat_response(
     data: Any, model: str, prompt_tokens: int | Callable[[], int]
 ) -> pb.ChatResponse:
@@ -196,7 +204,7 @@ def parse_chat_response(
         resp = pb.ChatResponse(
             id=str(data.get("id") or ""), created=int(data.get("created") or 0), model=model,
             system_fingerprint=str(data.get("system_fingerprint") or ""))
-        for c in data["choices"]:
+        for c in _choices(data):
             choice = resp.choices.add(index=int(c.get("index") or 0),
                                       finish_reason=c.get("finish_reason") or "")
             choice.message.CopyFrom(message(c.get("message") or {}))
@@ -219,7 +227,7 @@ def parse_completion_response(
         resp = pb.CompletionResponse(
             id=str(data.get("id") or ""), created=int(data.get("created") or 0), model=model,
             system_fingerprint=str(data.get("system_fingerprint") or ""))
-        for c in data["choices"]:
+        for c in _choices(data):
             text = c.get("text")
             choice = resp.choices.add(index=int(c.get("index") or 0),
                                       text=_text(text) if text is not None else "",

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gateway_common.config import TGI_NAMES, ConfigError, GatewayConfig, ModelConfig
+from gateway_common.config import (
+    TGI_NAMES,
+    ConfigError,
+    GatewayConfig,
+    ModelConfig,
+    TimeoutsConfig,
+    UpstreamConfig,
+)
 from gateway_core.errors import ModelNotFound, NotFound, TaskMismatch
 from gateway_core.providers.base import (
     Provider,
@@ -15,6 +23,8 @@ from gateway_core.providers.base import (
     provider_class,
     provider_names,
 )
+from gateway_core.traffic.poller import Poller
+from gateway_core.traffic.pool import Endpoint, Pool, now
 from inference_gateway.v1 import inference_pb2 as pb
 
 TASK_ENUM: dict[str, pb.Task] = {
@@ -36,11 +46,20 @@ TASK_NAME = {v: k for k, v in TASK_ENUM.items()}
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
     config: ModelConfig
-    provider: Provider
+    # Its endpoints (one provider each), balancing, health, retries and admission.
+    pool: Pool
     # Deadline used when the caller sets none: the model's timeout, else the gateway default.
     timeout: float
     # Names that route here besides the configured ones (``tgi``).
     extra_aliases: tuple[str, ...] = ()
+    # Its pool, then its fallbacks' pools in order (set once every entry exists).
+    chain: list[Pool] = field(default_factory=list)
+
+    @property
+    def provider(self) -> Provider:
+        """The provider of its first endpoint: for what does not depend on the endpoint (the
+        load time, a speech schema)."""
+        return self.pool.endpoints[0].provider
 
     @property
     def id(self) -> str:
@@ -63,8 +82,44 @@ class ModelEntry:
             id=c.id, task=TASK_ENUM[c.task], provider=c.provider,
             upstream_model=c.upstream_model or c.id, owned_by=c.owned_by,
             created=self.provider.created, aliases=[*c.aliases, *self.extra_aliases],
-            status="ready", tasks=[TASK_ENUM[t] for t in self.tasks],
+            status=self.status(), tasks=[TASK_ENUM[t] for t in self.tasks],
         )
+
+    def status(self) -> str:
+        t = now()
+        up = sum(e.up(t) for e in self.pool.endpoints)
+        if up == len(self.pool.endpoints):
+            return "ready"
+        return "degraded" if up else "unavailable"
+
+    def admin_proto(self) -> pb.Model:
+        """``to_proto`` with the state of each endpoint, for operators."""
+        model = self.to_proto()
+        t = now()
+        for e in self.pool.endpoints:
+            state = model.upstreams.add(
+                endpoint=e.label, state=e.state(t), weight=e.weight, in_flight=e.outstanding,
+                failures=e.failures, ejections=e.ejections,
+                retry_in_seconds=max(0.0, e.ejected_until - t) if e.ejected_until else 0.0)
+            if e.load is not None:
+                state.load = e.load
+        return model
+
+
+def build_pool(m: ModelConfig, options: object, cls: type[Provider], sessions: SessionPool,
+               defaults: TimeoutsConfig) -> Pool:
+    """One provider per endpoint, each seeing the model's config with its endpoint's URL, name
+    and credential."""
+    endpoints = []
+    for u in m.pool() or [UpstreamConfig(url="")]:
+        if m.upstreams:
+            view = dataclasses.replace(
+                m, upstream_url=u.url, upstream_model=u.upstream_model or m.upstream_model,
+                api_key_env=u.api_key_env or m.api_key_env, upstreams=[])
+        else:
+            view = m
+        endpoints.append(Endpoint(u, cls(view, options, sessions)))
+    return Pool(m, endpoints, defaults)
 
 
 def validate_providers(config: GatewayConfig) -> None:
@@ -75,8 +130,9 @@ def validate_providers(config: GatewayConfig) -> None:
             raise ConfigError(f"models[{i}].provider",
                               f"unknown provider {m.provider!r} (one of: {', '.join(provider_names())})")
         build_options(cls, m, f"models[{i}]")
-        if m.provider != "mock" and not m.upstream_url:
-            raise ConfigError(f"models[{i}].upstream_url", f"is required by provider {m.provider!r}")
+        if m.provider != "mock" and not m.pool():
+            raise ConfigError(f"models[{i}].upstream_url",
+                              f"is required by provider {m.provider!r} (or upstreams)")
 
 
 class ModelRegistry:
@@ -96,6 +152,9 @@ class ModelRegistry:
             for endpoint, names in (endpoints or {}).items()
         }
         self.created = int(time.time())
+        for e in entries:
+            e.chain[:] = [e.pool, *(self._by_name[f].pool for f in e.config.fallbacks)]
+        self.poller = Poller([e.pool for e in entries])
 
     @classmethod
     def from_config(cls, config: GatewayConfig, sessions: SessionPool) -> ModelRegistry:
@@ -104,19 +163,25 @@ class ModelRegistry:
         for i, m in enumerate(config.models):
             pcls = provider_class(m.provider)
             assert pcls is not None
-            provider = pcls(m, build_options(pcls, m, f"models[{i}]"), sessions)
+            pool = build_pool(m, build_options(pcls, m, f"models[{i}]"), pcls, sessions,
+                              config.timeouts)
             # The TGI names route to tgi_model, unless a configured model already has the name.
             tgi = config.tgi_model is not None and config.model(config.tgi_model) is m
             extra = tuple(n for n in TGI_NAMES if tgi and config.model(n) is None)
-            entries.append(ModelEntry(m, provider, m.timeout_seconds or config.timeouts.default_seconds,
+            entries.append(ModelEntry(m, pool, m.timeout_seconds or config.timeouts.default_seconds,
                                       extra))
         return cls(entries, config.endpoints)
 
+    def _providers(self) -> list[Provider]:
+        return [ep.provider for e in self._entries for ep in e.pool.endpoints]
+
     async def start(self) -> None:
-        await asyncio.gather(*(e.provider.start() for e in self._entries))
+        await asyncio.gather(*(p.start() for p in self._providers()))
+        self.poller.start()
 
     async def close(self) -> None:
-        await asyncio.gather(*(e.provider.close() for e in self._entries), return_exceptions=True)
+        await self.poller.close()
+        await asyncio.gather(*(p.close() for p in self._providers()), return_exceptions=True)
 
     def get(self, name: str) -> ModelEntry:
         entry = self._by_name.get(name)

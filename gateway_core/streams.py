@@ -414,8 +414,15 @@ class _StreamState(Generic[ChunkT]):
         return out
 
     def final(self) -> ChunkT:
-        """The last message: the held finishing deltas (if any) with the usage."""
-        extra, deltas, _ = self.held or (None, [], True)
+        """The last message: the held finishing deltas with the usage. A stream that ended with
+        no choice finished (empty, or cut short without ``[DONE]``'s finish reason) failed:
+        it must not reach the caller as a clean end."""
+        if self.held is None:
+            raise UpstreamError(
+                "upstream ended the stream before any choice finished" if self.content_chunks
+                else "upstream ended the stream without any content or finish reason",
+                kind="protocol")
+        extra, deltas, _ = self.held
         if self.tail_extra:
             extra = {**(extra or {}), **self.tail_extra}
         if extra is None and all(type(d) is tuple for d in deltas):

@@ -23,6 +23,7 @@ from gateway_common.core_api import (
     ENDPOINT_KEY,
     GENERATE_KEY,
     HEALTH_CHECK,
+    PRIORITY_KEY,
     REQUEST_ID_KEY,
     CallOptions,
     CoreAPI,
@@ -109,7 +110,14 @@ class CoreClient:
             md.append((ENDPOINT_KEY, endpoint))
         if request[STATE].generating:
             md.append((GENERATE_KEY, "1"))
+        priority = headers.get(PRIORITY_HEADER)
+        if priority is not None:
+            md.append((PRIORITY_KEY, metadata_value(priority.strip().lower())))
         return CallOptions(timeout, tuple(md))
+
+
+# The request's priority class (critical, standard, sheddable), within what its token allows.
+PRIORITY_HEADER = "x-gateway-priority"
 
 
 def metadata_value(value: str) -> str:

@@ -73,6 +73,10 @@ REASON_TABLE: dict[str, ErrorKind] = {
     "rate_limited": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
     "overloaded": ErrorKind(503, "overloaded_error", "overloaded", retry_after=1),
     "auth_store_unavailable": ErrorKind(503, "service_unavailable", "auth_store_unavailable"),
+    # The traffic layer (SPEC §10): every endpoint of the pool is ejected or down, or the model
+    # is at its concurrency limit; both with Retry-After from the core.
+    "no_healthy_upstream": ErrorKind(503, "service_unavailable", "no_healthy_upstream"),
+    "model_busy": ErrorKind(429, "rate_limit_error", "model_busy"),
 }
 
 # HTTP status → kind, for errors the edge raises itself.

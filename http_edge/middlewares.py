@@ -42,6 +42,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     resp = await handler(request)
     if not resp.prepared:
         resp.headers["X-Request-Id"] = rid
+        request[STATE].served_headers(resp.headers)
     return resp
 
 
@@ -84,7 +85,7 @@ def error_response(request: web.Request, err: EdgeError) -> web.Response:
     dialect = dialect_of(request)
     body = orjson.dumps(dialect.error_body(err, state.request_id))
     resp = web.Response(status=err.status, body=body, content_type="application/json")
-    if not err.kind.retry:
+    if not err.kind.retry or state.no_retry:
         resp.headers["x-should-retry"] = "false"
     if err.retry_after is not None:
         resp.headers["Retry-After"] = err.retry_after

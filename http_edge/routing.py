@@ -11,7 +11,10 @@ from aiohttp.typedefs import Handler
 from grpc import aio
 
 from gateway_common.core_api import (
+    ATTEMPTS_KEY,
     MODEL_KEY,
+    SERVED_MODEL_KEY,
+    SHOULD_RETRY_KEY,
     UPSTREAM_SECONDS_KEY,
     Metadata,
     Req,
@@ -50,11 +53,22 @@ def note_trailers(state: RequestState, trailing: Metadata) -> None:
     model = trailer(trailing, MODEL_KEY)
     if model:
         state.model = model
+    note_served(state, trailing)
+    if trailer(trailing, SHOULD_RETRY_KEY) == "false":
+        state.no_retry = True
     seconds = trailer(trailing, UPSTREAM_SECONDS_KEY)
     try:
         state.upstream_seconds = None if seconds is None else float(seconds)
     except ValueError:
         state.upstream_seconds = None
+
+
+def note_served(state: RequestState, metadata: Metadata) -> None:
+    """What served the request (``x-gateway-model``, ``x-gateway-attempts``), when said."""
+    served = trailer(metadata, SERVED_MODEL_KEY)
+    if served:
+        state.served_model = served
+        state.attempts = trailer(metadata, ATTEMPTS_KEY)
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:

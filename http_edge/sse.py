@@ -20,7 +20,7 @@ from grpc import aio
 from gateway_common.core_api import Req, ServerStream
 from http_edge.aiohttp_internals import HeldHeadersResponse
 from http_edge.errors import from_rpc_error
-from http_edge.routing import note_trailers
+from http_edge.routing import note_served, note_trailers
 from http_edge.state import CORE, STARTED, STATE, Dialect
 
 SSE_HEADERS = {
@@ -113,6 +113,8 @@ async def relay(
                 first = None
             resp = EventStream(status=200, headers=SSE_HEADERS)
             resp.headers["X-Request-Id"] = state.request_id
+            note_served(state, stream.initial_metadata())
+            state.served_headers(resp.headers)
             await resp.prepare(request)
             keepalive = _Keepalive(resp, keepalive_seconds)
             if first is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,17 @@ class RequestState:
     generating: bool = False
     # Bytes of the process's buffer budget this request holds (its body), given back at its end.
     held: int = 0
+    # What served it, as the core said (x-gateway-model, x-gateway-attempts), and whether the
+    # core said a retry by the client cannot help.
+    served_model: str | None = None
+    attempts: str | None = None
+    no_retry: bool = False
+
+    def served_headers(self, headers: MutableMapping[str, str]) -> None:
+        if self.served_model is not None:
+            headers["x-gateway-model"] = self.served_model
+        if self.attempts is not None:
+            headers["x-gateway-attempts"] = self.attempts
 
 
 # A model route's label until the core names the model the request resolved to (it stays when

@@ -104,4 +104,4 @@ class AdminServicer(apb_grpc.AdminServicer):
                          ) -> pb.ListModelsResponse:
         task = TASK_NAME.get(request.task)
         return pb.ListModelsResponse(models=[
-            e.to_proto() for e in self.registry.entries() if task is None or e.serves(task)])
+            e.admin_proto() for e in self.registry.entries() if task is None or e.serves(task)])

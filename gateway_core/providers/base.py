@@ -40,6 +40,10 @@ class Call:
     # The process-wide budget of buffered answers (None: unbounded), and this call's share.
     budget: ByteBudget | None = None
     held: int = 0
+    # Stage timeouts in seconds (None: only the deadline bounds the stage): opening the
+    # connection, and the upstream's response headers after the request was sent.
+    connect_timeout: float | None = None
+    headers_timeout: float | None = None
 
     def hold(self, nbytes: int) -> None:
         """Count ``nbytes`` of an upstream answer against the budget until ``release``; raises
@@ -65,8 +69,20 @@ class Call:
         return left
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
-        """An aiohttp timeout that ends the upstream call when the deadline passes."""
-        return aiohttp.ClientTimeout(total=self.remaining())
+        """An aiohttp timeout that ends the upstream call when the deadline passes (and its
+        connection attempt after ``connect_timeout``)."""
+        total = self.remaining()
+        connect = self.connect_timeout
+        return aiohttp.ClientTimeout(
+            total=total, sock_connect=min(connect, total) if connect is not None else None)
+
+    def headers_within(self) -> float | None:
+        """Seconds the upstream has for its response headers, when a stage timeout is shorter
+        than the time left (None: the deadline bounds it)."""
+        if self.headers_timeout is None:
+            return None
+        left = self.remaining()
+        return self.headers_timeout if self.headers_timeout < left else None
 
 
 class SessionPool:

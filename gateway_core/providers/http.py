@@ -161,7 +161,8 @@ def status_error(status: int, body: bytes, url: str, *, api_key: str | None = No
         log.warning("upstream %s answered 404", _shown_url(url))
         return UpstreamError(f"upstream has no such route or model (HTTP 404 for"
                              f" {urlsplit(url).path})", kind="status")
-    return UpstreamError(f"upstream failed with HTTP {status}{suffix}", kind="status")
+    return UpstreamError(f"upstream failed with HTTP {status}{suffix}", kind="status",
+                         status=status)
 
 
 def _headers(base: Mapping[str, str], call: Call, api_key: str | None) -> dict[str, str]:
@@ -247,21 +248,50 @@ async def request_bytes(
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        async with session.request(
-            method, url, data=payload,
-            headers=_headers(headers or _JSON_HEADERS, call, api_key),
-            timeout=call.client_timeout(),
-        ) as resp:
+        resp = await _open(session, method, url, payload,
+                           _headers(headers or _JSON_HEADERS, call, api_key), call)
+        try:
             body = await _bounded_body(resp, call)
             if resp.status >= 300:
                 raise status_error(resp.status, body, url, api_key=api_key, headers=resp.headers)
             return body
-    except TimeoutError as exc:
-        raise UpstreamTimeout("the upstream did not answer before the request deadline") from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-        raise _connect_error(url, exc) from exc
+        finally:
+            resp.release()
+    except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+            OSError) as exc:
+        raise _transport_error(url, exc, "the upstream did not answer before the request "
+                               "deadline") from exc
     finally:
         call.upstream_seconds += loop.time() - started
+
+
+async def _open(session: aiohttp.ClientSession, method: str, url: str, payload: Any,
+                headers: dict[str, str], call: Call) -> aiohttp.ClientResponse:
+    """Send the request and wait for the response headers, within the headers stage timeout
+    (``Call.headers_within``) when one is shorter than the deadline."""
+    within = call.headers_within()
+    request = session.request(method, url, data=payload, headers=headers,
+                              timeout=call.client_timeout())
+    if within is None:
+        return await request
+    try:
+        async with asyncio.timeout(within):
+            return await request
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"the upstream sent no response headers within {within:g} s "
+                              "(timeouts.headers)", stage="headers") from exc
+
+
+def _transport_error(url: str, exc: BaseException, deadline_message: str) -> GatewayError:
+    """A failure below HTTP as the caller should see it: a stage or deadline timeout, or an
+    unreachable upstream (its address goes to the log only)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        log.warning("upstream %s: connect timeout", _shown_url(url))
+        return UpstreamTimeout("the upstream did not accept the connection in time "
+                               "(timeouts.connect)", stage="connect")
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(deadline_message)
+    return _connect_error(url, exc)
 
 
 MAX_EVENT_BYTES = 1 << 20
@@ -323,13 +353,17 @@ async def stream_sse_batches(
     resp: aiohttp.ClientResponse | None = None
     done = False
     try:
-        resp = await session.post(
-            url, data=orjson.dumps(json_body), headers=_headers(_SSE_HEADERS, call, api_key),
-            timeout=call.client_timeout(),
-        )
+        resp = await _open(session, "POST", url, orjson.dumps(json_body),
+                           _headers(_SSE_HEADERS, call, api_key), call)
         if resp.status >= 300:
             raise status_error(resp.status, await _bounded_body(resp, call), url,
                                api_key=api_key, headers=resp.headers)
+        if not resp.content_type.startswith("text/event-stream"):
+            log.warning("upstream %s answered a stream request with %s", _shown_url(url),
+                        resp.content_type)
+            raise UpstreamError(f"upstream answered a stream request with {resp.status} and "
+                                f"{_short(resp.content_type) or 'no content type'}, not an "
+                                "event stream", kind="protocol")
         # Whatever has arrived is split into lines at once (one await per read, not per line).
         pending = b""
         async for block in resp.content.iter_any():
@@ -366,10 +400,10 @@ async def stream_sse_batches(
                 paused = loop.time()
                 yield [_event(payload, url, api_key)]
                 waited += loop.time() - paused
-    except TimeoutError as exc:
-        raise UpstreamTimeout("the upstream did not finish before the request deadline") from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-        raise _connect_error(url, exc) from exc
+    except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+            OSError) as exc:
+        raise _transport_error(url, exc, "the upstream did not finish before the request "
+                               "deadline") from exc
     finally:
         call.upstream_seconds += loop.time() - started - waited
         if resp is not None:

@@ -8,31 +8,36 @@ the edge marks its deadline as a fallback (metadata ``igw-default-deadline``), t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from grpc import aio
 
 from gateway_common.asyncgen import delegate
 from gateway_common.budget import ByteBudget
-from gateway_common.config import LimitsConfig
+from gateway_common.config import PRIORITIES, LimitsConfig
 from gateway_common.core_api import (
     DEFAULT_DEADLINE_KEY,
     ENDPOINT_KEY,
     GENERATE_KEY,
     MODEL_KEY,
+    PRIORITY_KEY,
     REQUEST_ID_KEY,
     UPSTREAM_SECONDS_KEY,
 )
 from gateway_core import audio, templates
+from gateway_core.auth.identity import current_identity
 from gateway_core.errors import InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
-from gateway_core.providers.base import Call
+from gateway_core.providers.base import Call, Provider
 from gateway_core.registry import ModelEntry, ModelRegistry
+from gateway_core.traffic.admission import RANK
+from gateway_core.traffic.router import Route
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
 
 Ctx = aio.ServicerContext[Any, Any]
+T = TypeVar("T")
 
 
 
@@ -95,9 +100,70 @@ def make_call(context: Ctx, entry: ModelEntry, budget: ByteBudget | None = None)
     return call
 
 
-def _report(context: Ctx, call: Call) -> None:
+def priority_of(context: Ctx) -> str:
+    """The request's class: the one it asks for (``igw-priority``), never above its token's
+    (``standard`` unless the token says otherwise; any class when auth is off)."""
+    asked = None
+    for key, value in context.invocation_metadata() or ():
+        if key == PRIORITY_KEY:
+            asked = str(value)
+    identity = current_identity.get()
+    allowed = getattr(identity, "priority", "standard") if identity is not None else "critical"
+    if asked not in RANK:
+        if asked is not None:
+            raise InvalidRequest(f"the priority must be one of {', '.join(PRIORITIES)}")
+        return allowed if allowed != "critical" else "standard"
+    return asked if RANK[asked] >= RANK[allowed] else allowed
+
+
+def tenant_of() -> str:
+    identity = current_identity.get()
+    return identity.token_id if identity is not None else ""
+
+
+def chat_key(entry: ModelEntry, request: pb.ChatRequest) -> str | None:
+    """The start of the rendered prompt, for prefix_affinity (None for other balancers)."""
+    if entry.config.balance != "prefix_affinity":
+        return None
+    limit = entry.config.prefix_chars
+    parts: list[str] = []
+    size = 0
+    for m in request.messages:
+        text = m.content or "".join(p.text for p in m.parts)
+        parts.append(f"{m.role}:{text}\n")
+        size += len(text)
+        if size >= limit:
+            break
+    return "".join(parts)[:limit]
+
+
+def completion_key(entry: ModelEntry, prompt: str) -> str | None:
+    return prompt[:entry.config.prefix_chars] if entry.config.balance == "prefix_affinity" \
+        else None
+
+
+def chat_committed(chunk: pb.ChatChunk) -> bool:
+    """Whether the chunk carries content (past the role-only preamble): from here on the stream
+    cannot move to another endpoint."""
+    if chunk.HasField("usage"):
+        return True
+    for c in chunk.choices:
+        d = c.delta
+        if d.content or d.tool_calls or c.finish_reason or d.HasField("refusal") \
+                or d.reasoning_content or d.reasoning or c.HasField("logprobs") \
+                or d.HasField("extra") or c.HasField("extra"):
+            return True
+    return False
+
+
+def completion_committed(chunk: pb.CompletionChunk) -> bool:
+    return chunk.HasField("usage") or any(c.text or c.finish_reason for c in chunk.choices)
+
+
+def _report(context: Ctx, call: Call, route: Route) -> None:
     context.set_trailing_metadata(((MODEL_KEY, current_model.get()),
-                                   (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}")))
+                                   (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),
+                                   *route.metadata()))
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -129,78 +195,125 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         context.set_trailing_metadata(((MODEL_KEY, entry.id),))
         return entry, make_call(context, entry, self.buffers)
 
+    @staticmethod
+    def _way(entry: ModelEntry, call: Call, context: Ctx, key: str | None = None) -> Route:
+        return Route(entry.chain, call, priority=priority_of(context), tenant=tenant_of(),
+                     key=key)
+
+    async def _unary(self, model: str, task: str, context: Ctx,
+                     fn: Callable[[Provider, Call], Awaitable[T]],
+                     check: Callable[[ModelEntry], None] | None = None) -> T:
+        """Route a unary request of ``task`` through the model's pool: ``fn(provider, call)``
+        makes one attempt."""
+        entry, call = self._route(model, task, context)
+        if check is not None:
+            check(entry)
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(fn)
+        finally:
+            _report(context, call, route)
+
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
-        if request.chat_template:
-            completion = await self._templated(request)
-            result = templates.chat_response(await entry.provider.complete(completion, call))
-        else:
-            result = await entry.provider.chat(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context, chat_key(entry, request))
+        try:
+            if request.chat_template:
+                completion = await self._templated(request)
+                return templates.chat_response(
+                    await route.unary(lambda p, c: p.complete(completion, c)))
+            return await route.unary(lambda p, c: p.chat(request, c))
+        finally:
+            _report(context, call, route)
 
     async def ChatStream(
         self, request: pb.ChatRequest, context: Ctx
     ) -> AsyncIterator[pb.ChatChunk]:
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
-        if request.chat_template:
-            completion = await self._templated(request)
-            first = True
-            async with delegate(entry.provider.complete_stream(completion, call)) as pieces:
-                async for piece in pieces:
-                    yield templates.chat_chunk(piece, first)
-                    first = False
-        else:
-            async with delegate(entry.provider.chat_stream(request, call)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
-        _report(context, call)
+        route = self._way(entry, call, context, chat_key(entry, request))
+        first = True
+        try:
+            if request.chat_template:
+                completion = await self._templated(request)
+                async with delegate(route.stream(lambda p, c: p.complete_stream(completion, c),
+                                                 completion_committed)) as pieces:
+                    async for piece in pieces:
+                        if first:
+                            await context.send_initial_metadata(route.metadata())
+                        yield templates.chat_chunk(piece, first)
+                        first = False
+            else:
+                async with delegate(route.stream(lambda p, c: p.chat_stream(request, c),
+                                                 chat_committed)) as chunks:
+                    async for chunk in chunks:
+                        if first:
+                            await context.send_initial_metadata(route.metadata())
+                            first = False
+                        yield chunk
+        finally:
+            _report(context, call, route)
 
     async def Complete(self, request: pb.CompletionRequest, context: Ctx) -> pb.CompletionResponse:
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
-        result = await entry.provider.complete(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context, completion_key(entry, request.prompt))
+        try:
+            return await route.unary(lambda p, c: p.complete(request, c))
+        finally:
+            _report(context, call, route)
 
     async def CompleteStream(
         self, request: pb.CompletionRequest, context: Ctx
     ) -> AsyncIterator[pb.CompletionChunk]:
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
-        async with delegate(entry.provider.complete_stream(request, call)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-        _report(context, call)
+        route = self._way(entry, call, context, completion_key(entry, request.prompt))
+        first = True
+        try:
+            async with delegate(route.stream(lambda p, c: p.complete_stream(request, c),
+                                             completion_committed)) as chunks:
+                async for chunk in chunks:
+                    if first:
+                        await context.send_initial_metadata(route.metadata())
+                        first = False
+                    yield chunk
+        finally:
+            _report(context, call, route)
 
     async def Embed(self, request: pb.EmbedRequest, context: Ctx) -> pb.EmbedResponse:
         entry, call = self._route(request.model, "embedding", context)
         if not request.inputs:
             raise InvalidRequest("'input' must hold at least one text")
         check_texts(request.inputs, self.max_prompt_chars)
-        result = await entry.provider.embed(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.embed(request, c))
+        finally:
+            _report(context, call, route)
 
     async def Rerank(self, request: pb.RerankRequest, context: Ctx) -> pb.RerankResponse:
         entry, call = self._route(request.model, "rerank", context)
         if not request.texts:
             raise InvalidRequest("'texts' must hold at least one text")
         check_texts((request.query, *request.texts), self.max_prompt_chars)
-        result = await entry.provider.rerank(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.rerank(request, c))
+        finally:
+            _report(context, call, route)
 
     async def Classify(self, request: pb.ClassifyRequest, context: Ctx) -> pb.ClassifyResponse:
         entry, call = self._route(request.model, "classification", context)
         if not request.inputs:
             raise InvalidRequest("'inputs' must hold at least one text")
         check_texts(request.inputs, self.max_prompt_chars)
-        result = await entry.provider.classify(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.classify(request, c))
+        finally:
+            _report(context, call, route)
 
     async def Transcribe(
         self, request: pb.TranscribeRequest, context: Ctx
@@ -211,9 +324,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         audio_bytes = request.audio
         request.mime_type = audio.check_audio(request.mime_type, request.filename, audio_bytes,
                                               self.max_upload_bytes)
-        result = await entry.provider.transcribe(request, audio_bytes, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.transcribe(request, audio_bytes, c))
+        finally:
+            _report(context, call, route)
 
     async def TranscribeStream(
         self, request_iterator: AsyncIterator[pb.TranscribeChunk], context: Ctx
@@ -246,45 +361,57 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                                              self.max_upload_bytes)
         header.ClearField("audio")  # the first piece, already in audio_bytes
         entry, call = self._route(header.model, "transcription", context)
-        result = await entry.provider.transcribe(header, audio_bytes, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.transcribe(header, audio_bytes, c))
+        finally:
+            _report(context, call, route)
 
     async def GetSpeechSchema(
         self, request: pb.SpeechSchemaRequest, context: Ctx
     ) -> pb.SpeechSchema:
         entry, call = self._route(request.model, "speech", context)
-        result = await entry.provider.speech_schema(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.speech_schema(request, c))
+        finally:
+            _report(context, call, route)
 
     async def GenerateSpeech(self, request: pb.SpeechRequest, context: Ctx) -> pb.SpeechResponse:
         entry, call = self._route(request.model, "speech", context)
         check_texts((request.input, request.instructions), self.max_prompt_chars,
                     extra=request.params.ByteSize())
-        result = await entry.provider.speech(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.speech(request, c))
+        finally:
+            _report(context, call, route)
 
     async def GenerateImage(self, request: pb.ImageRequest, context: Ctx) -> pb.ImageResponse:
         entry, call = self._route(request.model, "image", context)
         check_texts((request.prompt,), self.max_prompt_chars, extra=request.params.ByteSize())
-        result = await entry.provider.image(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.image(request, c))
+        finally:
+            _report(context, call, route)
 
     async def Translate(self, request: pb.TranslateRequest, context: Ctx) -> pb.TranslateResponse:
         entry, call = self._route(request.model, "translation", context)
         check_texts((request.text,), self.max_prompt_chars, extra=request.params.ByteSize())
-        result = await entry.provider.translate(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.translate(request, c))
+        finally:
+            _report(context, call, route)
 
     async def Predict(self, request: pb.PredictRequest, context: Ctx) -> pb.PredictResponse:
         entry, call = self._route(request.model, "predict", context)
         if (size := request.ByteSize()) > self.max_prompt_chars:
             raise PayloadTooLarge(f"the predict input is {size} bytes; the limit is "
                                   f"{self.max_prompt_chars}")
-        result = await entry.provider.predict(request, call)
-        _report(context, call)
-        return result
+        route = self._way(entry, call, context)
+        try:
+            return await route.unary(lambda p, c: p.predict(request, c))
+        finally:
+            _report(context, call, route)

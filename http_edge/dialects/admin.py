@@ -164,9 +164,19 @@ async def usage(request: web.Request) -> web.Response:
     } for r in resp.rows]})
 
 
+def admin_model_json(m: pb.Model) -> dict[str, Any]:
+    """A model as operators see it: with its provider, status and the state of each endpoint."""
+    return {**model_json(m), "provider": m.provider, "status": m.status, "upstreams": [
+        {"endpoint": u.endpoint, "state": u.state, "weight": u.weight, "in_flight": u.in_flight,
+         "failures": u.failures, "ejections": u.ejections,
+         "retry_in_seconds": round(u.retry_in_seconds, 3),
+         "load": u.load if u.HasField("load") else None}
+        for u in m.upstreams]}
+
+
 async def list_models(request: web.Request) -> web.Response:
     resp = await unary(request, ADMIN_LIST_MODELS, pb.ListModelsRequest())
-    return json_response({"object": "list", "data": [model_json(m) for m in resp.models]})
+    return json_response({"object": "list", "data": [admin_model_json(m) for m in resp.models]})
 
 
 def setup(app: web.Application) -> None:

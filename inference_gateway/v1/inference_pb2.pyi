@@ -765,7 +765,7 @@ class PredictResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., outputs: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., input_schema: _Optional[_Iterable[_Union[SchemaEntry, _Mapping]]] = ..., output_schema: _Optional[_Iterable[_Union[SchemaEntry, _Mapping]]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "task", "provider", "upstream_model", "owned_by", "created", "aliases", "status", "tasks")
+    __slots__ = ("id", "task", "provider", "upstream_model", "owned_by", "created", "aliases", "status", "tasks", "upstreams")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -775,6 +775,7 @@ class Model(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
     id: str
     task: Task
     provider: str
@@ -784,7 +785,28 @@ class Model(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     status: str
     tasks: _containers.RepeatedScalarFieldContainer[Task]
-    def __init__(self, id: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, str]]] = ...) -> None: ...
+    upstreams: _containers.RepeatedCompositeFieldContainer[UpstreamState]
+    def __init__(self, id: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, str]]] = ..., upstreams: _Optional[_Iterable[_Union[UpstreamState, _Mapping]]] = ...) -> None: ...
+
+class UpstreamState(_message.Message):
+    __slots__ = ("endpoint", "state", "weight", "in_flight", "failures", "ejections", "retry_in_seconds", "load")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    EJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    state: str
+    weight: int
+    in_flight: int
+    failures: int
+    ejections: int
+    retry_in_seconds: float
+    load: float
+    def __init__(self, endpoint: _Optional[str] = ..., state: _Optional[str] = ..., weight: _Optional[int] = ..., in_flight: _Optional[int] = ..., failures: _Optional[int] = ..., ejections: _Optional[int] = ..., retry_in_seconds: _Optional[float] = ..., load: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("task",)

@@ -6,7 +6,8 @@ behaviour is chosen by the request's ``model`` field:
 
 - any name: a normal answer (``REPLY`` split into tokens); usage reported
 - ``no-usage``: like normal, but no usage anywhere (llama.cpp ignores ``stream_options``)
-- ``slow``: waits ``slow_seconds`` before answering (or between stream chunks with ``slow-stream``)
+- ``slow``: waits ``slow_seconds`` before answering (``slow-stream``: after each streamed word
+  but the first)
 - ``error-500``: HTTP 500 with a Python traceback as text, as llama.cpp does
 - ``garbage``: HTTP 200 with a body that is not JSON
 - ``bad-shape``: HTTP 200 JSON without ``choices``
@@ -212,8 +213,10 @@ class FakeOpenAI:
                 if model == "mid-error-coded" and i == 2:
                     await resp.write(b"data: " + orjson.dumps(MID_STREAM_ERROR) + b"\n\n")
                     return resp
+                # slow-stream: the first word at once, then slow (a stall mid-stream).
                 delay = 0.01 if model == "endless" else (
-                    self.slow_seconds if model == "slow-stream" else self.token_delay)
+                    (self.slow_seconds if i else 0.0) if model == "slow-stream"
+                    else self.token_delay)
                 if delay:
                     await asyncio.sleep(delay)
                 await resp.write(chunk({"content": word if i == 0 else " " + word}, None))
