@@ -261,6 +261,10 @@ class ModelConfig:
     load_poll_seconds: float = 0.5
     # prefix_affinity: how many leading characters of the prompt choose the endpoint.
     prefix_chars: int = 256
+    # A chat stream whose endpoint fails after its first token continues on another endpoint
+    # from the prompt plus the text already sent (OpenAI-compatible upstreams that take
+    # continue_final_message, as vLLM does); off: the stream ends with an error event.
+    resume_streams: bool = False
 
     def pool(self) -> list[UpstreamConfig]:
         """The endpoints: ``upstreams``, or the one ``upstream_url`` as a pool of one."""

@@ -130,6 +130,10 @@ def validate_providers(config: GatewayConfig) -> None:
             raise ConfigError(f"models[{i}].provider",
                               f"unknown provider {m.provider!r} (one of: {', '.join(provider_names())})")
         build_options(cls, m, f"models[{i}]")
+        if m.resume_streams and m.provider != "openai":
+            raise ConfigError(f"models[{i}].resume_streams",
+                              "needs provider 'openai' (an upstream that continues an assistant "
+                              "message, as vLLM's continue_final_message does)")
         if m.provider != "mock" and not m.pool():
             raise ConfigError(f"models[{i}].upstream_url",
                               f"is required by provider {m.provider!r} (or upstreams)")
@@ -181,6 +185,8 @@ class ModelRegistry:
 
     async def close(self) -> None:
         await self.poller.close()
+        for e in self._entries:
+            e.pool.close()
         await asyncio.gather(*(p.close() for p in self._providers()), return_exceptions=True)
 
     def get(self, name: str) -> ModelEntry:

@@ -32,6 +32,7 @@ from gateway_core.interceptors import current_model, current_request_id
 from gateway_core.providers.base import Call, Provider
 from gateway_core.registry import ModelEntry, ModelRegistry
 from gateway_core.traffic.admission import RANK
+from gateway_core.traffic.chat import ChatResumer
 from gateway_core.traffic.router import Route
 from inference_gateway.v1 import inference_pb2 as pb
 from inference_gateway.v1 import inference_pb2_grpc as pb_grpc
@@ -245,6 +246,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                         yield templates.chat_chunk(piece, first)
                         first = False
             else:
+                if entry.config.resume_streams and request.params.n <= 1:
+                    route.resumer = ChatResumer(request)
                 async with delegate(route.stream(lambda p, c: p.chat_stream(request, c),
                                                  chat_committed)) as chunks:
                     async for chunk in chunks:

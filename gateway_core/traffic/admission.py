@@ -46,6 +46,9 @@ class Admission:
         self.has_room = has_room
         self.active = 0
         self.queued = 0
+        # Per class (PRIORITIES' order): requests holding a slot, and waiting (for /metrics).
+        self.admitted = [0] * len(PRIORITIES)
+        self.waiting = [0] * len(PRIORITIES)
         # Per class: tenant -> its waiters, tenants in the order they are served next.
         self.classes: list[OrderedDict[str, deque[_Waiter]]] = [OrderedDict() for _ in PRIORITIES]
 
@@ -60,12 +63,19 @@ class Admission:
 
     def _grant(self, priority: str) -> None:
         self.active += 1
-        child(metrics.ADMITTED, self.model, priority).inc()
+        self.admitted[RANK[priority]] += 1
+
+    def try_enter(self, priority: str) -> bool:
+        """Take a slot at once when one is free and nobody waits (the usual case, no await)."""
+        if self.queued == 0 and self._room():
+            self.active += 1
+            self.admitted[RANK[priority]] += 1
+            return True
+        return False
 
     async def acquire(self, priority: str, tenant: str, remaining: float) -> None:
         """Wait for a slot (see the module's docstring); ``remaining``: the request's time left."""
-        if self.queued == 0 and self._room():
-            self._grant(priority)
+        if self.try_enter(priority):
             return
         if self.queue_timeout <= 0:
             raise self._busy("is at its concurrency limit", priority, "full")
@@ -75,7 +85,7 @@ class Admission:
         waiter = _Waiter(loop.create_future(), priority, tenant)
         self.classes[RANK[priority]].setdefault(tenant, deque()).append(waiter)
         self.queued += 1
-        child(metrics.QUEUED, self.model, priority).inc()
+        self.waiting[RANK[priority]] += 1
         try:
             async with asyncio.timeout(min(self.queue_timeout, remaining)):
                 await waiter.future
@@ -94,8 +104,9 @@ class Admission:
     def release(self, priority: str) -> None:
         """A request that held a slot ended; its slot goes to the next waiter."""
         self.active -= 1
-        child(metrics.ADMITTED, self.model, priority).dec()
-        self.wake()
+        self.admitted[RANK[priority]] -= 1
+        if self.queued:
+            self.wake()
 
     def wake(self) -> None:
         """Give free slots to waiters, best class first, tenants in turn."""
@@ -116,7 +127,7 @@ class Admission:
                 else:
                     del tenants[tenant]
                 self.queued -= 1
-                child(metrics.QUEUED, self.model, waiter.priority).dec()
+                self.waiting[RANK[waiter.priority]] -= 1
                 if not waiter.future.done():
                     return waiter
         return None
@@ -129,7 +140,7 @@ class Admission:
             if not waiters:
                 del tenants[waiter.tenant]
             self.queued -= 1
-            child(metrics.QUEUED, self.model, waiter.priority).dec()
+            self.waiting[RANK[waiter.priority]] -= 1
 
     def _shed_for(self, priority: str) -> bool:
         """Refuse the newest queued request of the worst class below ``priority`` to make room;

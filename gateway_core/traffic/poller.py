@@ -125,6 +125,6 @@ class Poller:
             log.warning("upstream %s of model %s %s its health check", e.label, pool.model,
                         "passes" if ok else "fails")
         e.checked_down = not ok
-        pool.publish(e)
+        pool.changed()
         if ok:
             pool.admission.wake()

@@ -252,7 +252,12 @@ def now() -> float:
 
 
 class Pool:
-    """A model's endpoints with its balancer, retry budget, admission gate and stage timeouts."""
+    """A model's endpoints with its balancer, retry budget, admission gate and stage timeouts.
+
+    ``healthy`` (every endpoint up) and ``capped`` (some endpoint has a concurrency cap) let the
+    usual request skip the general checks: they are recomputed when an endpoint's state changes,
+    which is rare.
+    """
 
     def __init__(self, config: ModelConfig, endpoints: list[Endpoint],
                  defaults: TimeoutsConfig) -> None:
@@ -263,6 +268,9 @@ class Pool:
         self.retries = config.retries
         self.budget = RetryBudget(config.retries)
         self.balancer = make_balancer(config, endpoints)
+        self.capped = any(e.config.max_concurrency for e in endpoints)
+        self.healthy = True
+        self.single = endpoints[0] if len(endpoints) == 1 else None
         self.admission = Admission(config.id, config.max_concurrency, config.queue_timeout,
                                    config.max_queued, self._has_room)
         t = config.timeouts
@@ -270,10 +278,11 @@ class Pool:
         self.headers = t.headers if t.headers is not None else defaults.headers
         self.first_token = t.first_token if t.first_token is not None else defaults.first_token
         self.idle = t.idle if t.idle is not None else defaults.idle
-        for e in endpoints:
-            child(metrics.UPSTREAM_UP, self.model, e.label).set(1)
+        metrics.POOLS.add(self)
 
     def _has_room(self) -> bool:
+        if not self.capped:
+            return True
         t = now()
         up = [e for e in self.endpoints if e.up(t)]
         return not up or any(e.has_room() for e in up)
@@ -281,6 +290,8 @@ class Pool:
     def check_up(self) -> None:
         """Raise NoHealthyUpstream, with the wait until an endpoint may be tried, when none is
         up."""
+        if self.healthy:
+            return
         t = now()
         if any(e.up(t) for e in self.endpoints):
             return
@@ -294,6 +305,11 @@ class Pool:
     def pick(self, tried: Sequence[Endpoint], key: str | None) -> Endpoint | None:
         """An endpoint for the next attempt, among those up and not tried yet (with room under
         their caps when one has it); None when none is left."""
+        if self.healthy and not self.capped:
+            if self.single is not None:
+                return None if tried else self.single
+            fresh = [e for e in self.endpoints if e not in tried] if tried else self.endpoints
+            return self.balancer.pick(fresh, key) if fresh else None
         t = now()
         fresh = [e for e in self.endpoints if e not in tried and e.up(t)]
         if not fresh:
@@ -302,21 +318,32 @@ class Pool:
         return self.balancer.pick(roomy or fresh, key)
 
     def begin(self, e: Endpoint) -> None:
-        e.begin(now())
-        child(metrics.UPSTREAM_IN_FLIGHT, self.model, e.label).inc()
+        if e.ejected_until:
+            e.begin(now())
+        else:
+            e.outstanding += 1
 
     def end(self, e: Endpoint, outcome: str) -> None:
         """Close an attempt: ``ok``, ``failed`` (counts against its health) or ``neutral``."""
-        child(metrics.UPSTREAM_IN_FLIGHT, self.model, e.label).dec()
         if outcome == "ok":
-            e.succeeded()
+            if e.ejected_until or e.failures:
+                e.succeeded()
+                self.changed()
+            else:
+                e.outstanding -= 1
         elif outcome == "failed":
             if e.failed(self.health, now()):
                 child(metrics.EJECTIONS, self.model, e.label).inc()
+                self.changed()
         else:
             e.neutral()
-        self.publish(e)
-        self.admission.wake()
+        if self.admission.queued:
+            self.admission.wake()
 
-    def publish(self, e: Endpoint) -> None:
-        child(metrics.UPSTREAM_UP, self.model, e.label).set(1 if e.state(now()) == "up" else 0)
+    def close(self) -> None:
+        """The pool is no longer served (its registry closed): its gauges leave /metrics."""
+        metrics.POOLS.discard(self)
+
+    def changed(self) -> None:
+        """An endpoint was ejected, came back, or changed its check result."""
+        self.healthy = all(not e.ejected_until and not e.checked_down for e in self.endpoints)

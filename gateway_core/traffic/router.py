@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gateway_common.core_api import ATTEMPTS_KEY, SERVED_MODEL_KEY, SHOULD_RETRY_KEY
 from gateway_common.metrics import child
@@ -39,6 +39,8 @@ C = TypeVar("C")
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 RETRY_STAGES = frozenset({"connect", "headers", "first_token"})
+# How many times a stream may move to another endpoint after its first content.
+MAX_MOVES = 2
 # The longest upstream Retry-After the gateway waits out itself before trying the same endpoint.
 MAX_RETRY_AFTER = 10.0
 
@@ -136,6 +138,9 @@ class Route:
         self.attempts = 0
         self.served = chain[0].model
         self.last: BaseException | None = None
+        self.tried: list[Endpoint] = []
+        # Continues a stream that failed after its first content (resume_streams), or None.
+        self.resumer: Resumer[Any] | None = None
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """What served the request, for the caller (headers at the edge)."""
@@ -150,65 +155,63 @@ class Route:
         exc.extra = tuple(extra)
         return exc
 
-    async def _admit(self, pool: Pool) -> bool:
-        """Wait for a slot on ``pool``; False (after noting why) when it has no healthy
-        endpoint or no slot for a fallback."""
-        pool.check_up()
-        await pool.admission.acquire(self.priority, self.tenant, self.call.remaining())
+    async def _admit(self, index: int, pool: Pool) -> bool:
+        """Take a slot on ``pool`` (waiting when the model is busy). False when the pool cannot
+        serve but a fallback may; raises when it was the last."""
+        try:
+            pool.check_up()
+            if not pool.admission.try_enter(self.priority):
+                await pool.admission.acquire(self.priority, self.tenant, self.call.remaining())
+        except (NoHealthyUpstream, ModelBusy) as exc:
+            if index + 1 < len(self.chain):
+                self.last = exc
+                return False
+            raise self._annotated(_worst(self.last, exc)) from None
         pool.budget.request()
-        return True
-
-    def _stage(self, pool: Pool) -> None:
+        if index:
+            child(metrics.FALLBACKS, self.chain[0].model, pool.model).inc()
         self.call.connect_timeout = pool.connect
         self.call.headers_timeout = pool.headers
+        self.tried = []
+        return True
 
-    async def _pause(self, pool: Pool, n: int, last: BaseException | None) -> bool:
-        """Before the ``n``-th attempt on ``pool``: False when the budget or the deadline forbid
-        one; else wait the jittered backoff."""
-        if n == 0:
-            return True
+    async def _next(self, pool: Pool, n: int) -> Endpoint | None:
+        """The endpoint of the ``n``-th attempt (n > 0) on ``pool``, after the backoff; None
+        when the last failure, the budget or the deadline forbid one. A fresh endpoint, else
+        (after a 429 whose Retry-After fits the deadline) the one that asked to wait."""
+        last = self.last
+        if last is None or not retryable(last):
+            return None
+        tried = self.tried
+        e = pool.pick(tried, self.key)
+        wait = 0.0
+        if e is None:
+            if not isinstance(last, UpstreamRateLimited):
+                return None
+            after = _retry_after(last)
+            if after is None or after > MAX_RETRY_AFTER \
+                    or after >= self.call.deadline - asyncio.get_running_loop().time():
+                return None
+            e, wait = pool.pick([t for t in tried if t is not tried[-1]], self.key), after
+            if e is None:
+                return None
         if not pool.budget.try_spend():
             child(metrics.RETRY_BUDGET_EXHAUSTED, pool.model).inc()
-            return False
+            return None
         base = pool.retries.backoff_ms / 1000.0 * (2 ** (n - 1))
-        delay = random.uniform(base / 2, base)
+        delay = max(wait, random.uniform(base / 2, base))
         if delay >= self.call.deadline - asyncio.get_running_loop().time():
-            return False
+            return None
         child(metrics.RETRIES, pool.model).inc()
         if delay > 0:
             await asyncio.sleep(delay)
-        return True
+        return e
 
-    def _next(self, pool: Pool, tried: list[Endpoint], last: BaseException | None
-              ) -> tuple[Endpoint | None, float]:
-        """The endpoint of the next attempt and how long to wait for it first: a fresh one, else
-        (after a 429 whose Retry-After fits the deadline) the one that asked to wait."""
-        e = pool.pick(tried, self.key)
-        if e is not None or last is None or not isinstance(last, UpstreamRateLimited):
-            return e, 0.0
-        wait = _retry_after(last)
-        left = self.call.deadline - asyncio.get_running_loop().time()
-        if wait is None or wait > MAX_RETRY_AFTER or wait >= left:
-            return None, 0.0
-        return pool.pick([t for t in tried if t is not tried[-1]], self.key), wait
-
-    async def _attempts(self, pool: Pool) -> AsyncIterator[Endpoint]:
-        """Endpoints to try in turn on ``pool`` (the caller reports each outcome through
-        ``self.last``)."""
-        tried: list[Endpoint] = []
-        for n in range(pool.retries.attempts):
-            last = self.last
-            if n and not retryable(last or Exception()):
-                return
-            e, wait = self._next(pool, tried, last)
-            if e is None or not await self._pause(pool, n, last):
-                return
-            if wait:
-                await asyncio.sleep(wait)
-            tried.append(e)
-            self.attempts += 1
-            self.served = pool.model
-            yield e
+    def _start(self, pool: Pool, e: Endpoint) -> None:
+        self.tried.append(e)
+        self.attempts += 1
+        self.served = pool.model
+        pool.begin(e)
 
     def _failed(self, pool: Pool, e: Endpoint, exc: BaseException) -> None:
         pool.end(e, _health_outcome(exc))
@@ -221,25 +224,20 @@ class Route:
         pool.end(e, "ok")
         child(metrics.ATTEMPTS, pool.model, e.label, "ok").inc()
 
-    def _fell_back(self, index: int) -> None:
-        if index:
-            child(metrics.FALLBACKS, self.chain[0].model, self.chain[index].model).inc()
+    def _exhausted(self) -> GatewayError:
+        assert isinstance(self.last, GatewayError)
+        return self._annotated(self.last)
 
     async def unary(self, fn: Callable[[Provider, Call], Awaitable[T]]) -> T:
         """The answer of the first attempt that succeeds (see the module's docstring)."""
         for index, pool in enumerate(self.chain):
+            if not await self._admit(index, pool):
+                continue
             try:
-                await self._admit(pool)
-            except (NoHealthyUpstream, ModelBusy) as exc:
-                if index + 1 < len(self.chain):
-                    self.last = exc
-                    continue
-                raise self._annotated(_worst(self.last, exc)) from None
-            self._fell_back(index)
-            self._stage(pool)
-            try:
-                async for e in self._attempts(pool):
-                    pool.begin(e)
+                e = pool.pick(self.tried, self.key)
+                n = 0
+                while e is not None:
+                    self._start(pool, e)
                     try:
                         result = await fn(e.provider, self.call)
                     except BaseException as exc:
@@ -247,6 +245,8 @@ class Route:
                         if not isinstance(exc, GatewayError):
                             raise
                         self.last = exc
+                        n += 1
+                        e = await self._next(pool, n) if n < pool.retries.attempts else None
                         continue
                     self._succeeded(pool, e)
                     return result
@@ -254,26 +254,21 @@ class Route:
                 pool.admission.release(self.priority)
             if not retryable(self.last or Exception()):
                 break
-        assert isinstance(self.last, GatewayError)
-        raise self._annotated(self.last)
+        raise self._exhausted()
 
     async def stream(self, fn: Callable[[Provider, Call], AsyncIterator[C]],
                      committed: Callable[[C], bool]) -> AsyncIterator[C]:
-        """The chunks of the first attempt that reaches its first content (see the module's
-        docstring)."""
+        """The chunks of the first attempt that reaches its first content, then the rest of its
+        stream (see the module's docstring). One generator layer, the loops inline: every chunk
+        of every stream passes through here."""
         for index, pool in enumerate(self.chain):
+            if not await self._admit(index, pool):
+                continue
             try:
-                await self._admit(pool)
-            except (NoHealthyUpstream, ModelBusy) as exc:
-                if index + 1 < len(self.chain):
-                    self.last = exc
-                    continue
-                raise self._annotated(_worst(self.last, exc)) from None
-            self._fell_back(index)
-            self._stage(pool)
-            try:
-                async for e in self._attempts(pool):
-                    pool.begin(e)
+                e = pool.pick(self.tried, self.key)
+                n = 0
+                while e is not None:
+                    self._start(pool, e)
                     chunks = fn(e.provider, self.call)
                     try:
                         held = await self._first(chunks, pool, committed)
@@ -283,27 +278,86 @@ class Route:
                         if not isinstance(exc, GatewayError):
                             raise
                         self.last = exc
+                        n += 1
+                        e = await self._next(pool, n) if n < pool.retries.attempts else None
                         continue
-                    try:
-                        for chunk in held:
-                            yield chunk
-                        del held
-                        async for chunk in self._rest(chunks, pool):
-                            yield chunk
-                    except BaseException as exc:
-                        self._failed(pool, e, exc)
-                        await _close(chunks)
-                        if isinstance(exc, GatewayError):
-                            raise self._annotated(exc) from None
-                        raise
-                    self._succeeded(pool, e)
-                    return
+                    # Committed: from here on, no retry (only a resume, when configured).
+                    resumer = self.resumer
+                    moves = 0
+                    while True:
+                        watchdog = Watchdog(pool.idle) if pool.idle is not None else None
+                        try:
+                            for chunk in held:
+                                if resumer is not None:
+                                    resumer.saw(chunk)
+                                yield chunk
+                            held = []
+                            it = chunks.__aiter__()
+                            while True:
+                                if watchdog is not None:
+                                    watchdog.last = watchdog.loop.time()
+                                    watchdog.waiting = True
+                                try:
+                                    chunk = await it.__anext__()
+                                except StopAsyncIteration:
+                                    break
+                                except asyncio.CancelledError:
+                                    if watchdog is not None and watchdog.expired():
+                                        raise UpstreamTimeout(
+                                            f"model '{pool.model}': the upstream sent nothing "
+                                            f"for {pool.idle:g} s mid-stream (timeouts.idle)",
+                                            stage="idle") from None
+                                    raise
+                                if watchdog is not None:
+                                    watchdog.waiting = False
+                                if resumer is not None:
+                                    resumer.saw(chunk)
+                                yield chunk
+                        except BaseException as exc:
+                            self._failed(pool, e, exc)
+                            await _close(chunks)
+                            if not isinstance(exc, GatewayError):
+                                raise
+                            if resumer is None or moves >= MAX_MOVES \
+                                    or not resumer.can_resume() or not _resumable(exc):
+                                raise self._annotated(exc) from None
+                            moved = await self._move(pool, resumer, committed)
+                            if moved is None:
+                                raise self._annotated(exc) from None
+                            moves += 1
+                            e, chunks, held = moved
+                            child(metrics.RESUMED, pool.model).inc()
+                            log.warning("model %s: stream moved to %s after: %s", pool.model,
+                                        e.label, exc.message)
+                            continue
+                        finally:
+                            if watchdog is not None:
+                                watchdog.stop()
+                        self._succeeded(pool, e)
+                        return
             finally:
                 pool.admission.release(self.priority)
             if not retryable(self.last or Exception()):
                 break
-        assert isinstance(self.last, GatewayError)
-        raise self._annotated(self.last)
+        raise self._exhausted()
+
+    async def _move(self, pool: Pool, resumer: Resumer[C], committed: Callable[[C], bool]
+                    ) -> tuple[Endpoint, AsyncIterator[C], list[C]] | None:
+        """Start the continuation of a failed stream on another endpoint, up to its first new
+        content; None when no endpoint could."""
+        while (e := pool.pick(self.tried, self.key)) is not None:
+            self._start(pool, e)
+            chunks = resumer.continue_on(e.provider, self.call)
+            try:
+                held = await self._first(chunks, pool, committed)
+            except BaseException as exc:
+                self._failed(pool, e, exc)
+                await _close(chunks)
+                if not isinstance(exc, GatewayError):
+                    raise
+                continue
+            return e, chunks, resumer.continuation(held)
+        return None
 
     async def _first(self, chunks: AsyncIterator[C], pool: Pool,
                      committed: Callable[[C], bool]) -> list[C]:
@@ -328,34 +382,28 @@ class Route:
                 watchdog.stop()
         return held
 
-    async def _rest(self, chunks: AsyncIterator[C], pool: Pool) -> AsyncIterator[C]:
-        """The rest of the stream, each wait on the upstream within the idle timeout."""
-        if pool.idle is None:
-            async for chunk in chunks:
-                yield chunk
-            return
-        watchdog = Watchdog(pool.idle)
-        loop = watchdog.loop
-        it = chunks.__aiter__()
-        try:
-            while True:
-                watchdog.last = loop.time()
-                watchdog.waiting = True
-                try:
-                    chunk = await it.__anext__()
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if watchdog.expired():
-                        raise UpstreamTimeout(
-                            f"model '{pool.model}': the upstream sent nothing for "
-                            f"{pool.idle:g} s mid-stream (timeouts.idle)", stage="idle"
-                        ) from None
-                    raise
-                watchdog.waiting = False
-                yield chunk
-        finally:
-            watchdog.stop()
+
+class Resumer(Protocol[C]):
+    """What a stream needs to continue on another endpoint (``resume_streams``)."""
+
+    def saw(self, chunk: C) -> None:
+        """A chunk that reached the caller."""
+
+    def can_resume(self) -> bool:
+        """Whether what was sent can be continued (text only, one choice, not finished)."""
+
+    def continue_on(self, provider: Provider, call: Call) -> AsyncIterator[C]:
+        """The continuation's stream: the prompt plus the text already sent."""
+
+    def continuation(self, held: list[C]) -> list[C]:
+        """The continuation's first chunks as the caller should see them (no second preamble)."""
+
+
+def _resumable(exc: GatewayError) -> bool:
+    """Failures of the endpoint, not of the request: a stream cut, an error event, a stall."""
+    if isinstance(exc, UpstreamTimeout):
+        return exc.stage == "idle"
+    return isinstance(exc, UpstreamError) and exc.kind in ("connect", "protocol", "status")
 
 
 def _worst(last: BaseException | None, refusal: GatewayError) -> GatewayError:

@@ -16,6 +16,9 @@ faults for the next requests (taken one per request, in order). Faults:
 - ``no_choices``: a stream whose events carry no ``choices``, a unary answer with none;
 - ``empty``: a stream of ``[DONE]`` alone (llama.cpp's answer to a prompt over its context).
 
+A stream request with vLLM's ``continue_final_message`` continues the assistant text it ends with
+(``text`` is the whole answer, the same on every replica of a test that needs it).
+
 It records every request (``requests``), the handlers cut by their client (``disconnects``) and
 the requests in flight (``in_flight``, ``peak``); ``/metrics`` serves ``metrics_text`` (vLLM's
 names) and ``/health`` answers ``health_status``.
@@ -44,8 +47,9 @@ class FaultyUpstream:
     """One fault-injecting replica on a loopback port (see the module's docstring)."""
 
     def __init__(self, name: str = "a", fault: str = "ok", *, delay: float = 5.0,
-                 retry_after: str = "1") -> None:
+                 retry_after: str = "1", text: str | None = None) -> None:
         self.name = name
+        self.text = text or f"{name} says hello world"
         self.fault = fault
         self.queue: deque[str] = deque()
         self.delay = delay
@@ -67,7 +71,22 @@ class FaultyUpstream:
 
     @property
     def words(self) -> list[str]:
-        return [self.name, " says", " hello", " world"]
+        first, *rest = self.text.split(" ")
+        return [first, *(" " + w for w in rest)]
+
+    def _continued(self, body: dict[str, Any]) -> list[str] | None:
+        """vLLM's ``continue_final_message``: the words after the assistant text already sent
+        (None when that text is not a prefix of this replica's answer)."""
+        if not body.get("continue_final_message"):
+            return self.words
+        if body.get("add_generation_prompt") is not False:
+            return None
+        sent = body["messages"][-1]["content"]
+        words = self.words
+        for k in range(len(words) + 1):
+            if "".join(words[:k]) == sent:
+                return words[k:]
+        return None
 
     async def start(self) -> FaultyUpstream:
         app = web.Application()
@@ -141,13 +160,17 @@ class FaultyUpstream:
                 await resp.write(b'data: {"id": "x", "object": "chat.completion.chunk"}\n\n')
             await resp.write(b"data: [DONE]\n\n")
             return resp
+        words = self._continued(body)
+        if words is None:
+            await resp.write(b'data: {"error": {"message": "not a continuation"}}\n\n')
+            return resp
         await resp.write(_chunk(model, {"role": "assistant", "content": ""}))
         if fault == "reset_before":
             await self._reset(request)
             return resp
         if fault == "slow_first_token":
             await asyncio.sleep(self.delay)
-        for i, word in enumerate(self.words):
+        for i, word in enumerate(words):
             await resp.write(_chunk(model, {"content": word}))
             if i == 1 and fault == "stall":
                 await asyncio.sleep(self.delay)

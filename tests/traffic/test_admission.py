@@ -42,7 +42,7 @@ def _asked(fake: FaultyUpstream) -> list[str]:
 
 async def test_overload_is_refused_at_once_and_the_gateway_keeps_answering(
         replicas: Replicas, gateway_factory: GatewayFactory) -> None:
-    (a,) = await replicas("slow_headers", delay=0.6)
+    (a,) = await replicas("slow_headers", delay=2.0)
     gw = await gateway_factory(config(model("m", a.base_url, max_concurrency=4,
                                             queue_timeout=0.3, max_queued=20)))
 
@@ -51,7 +51,7 @@ async def test_overload_is_refused_at_once_and_the_gateway_keeps_answering(
         status, headers, body = await chat(gw, "m")
         return status, headers, body, time.monotonic() - started
 
-    tasks = [asyncio.create_task(one()) for _ in range(200)]
+    tasks = [asyncio.create_task(one()) for _ in range(150)]
     await _in_flight(a, 4)
     async with aiohttp.ClientSession() as s:
         started = time.monotonic()
@@ -61,12 +61,14 @@ async def test_overload_is_refused_at_once_and_the_gateway_keeps_answering(
     results = await asyncio.gather(*tasks)
     ok = [r for r in results if r[0] == 200]
     busy = [r for r in results if r[0] == 429]
-    assert len(ok) == 4 and len(ok) + len(busy) == 200
+    assert len(ok) == 4 and len(ok) + len(busy) == 150
     assert a.peak == 4
     for _, headers, body, took in busy:
         assert orjson.loads(body)["error"]["code"] == "model_busy"
         assert headers["Retry-After"] == "1"
-        assert took < 0.5  # refused within queue_timeout, never after the work it waited for
+        # Refused within queue_timeout (0.3 s, plus what 150 clients on 2 cores cost), never
+        # after the admitted work (2 s) it waited behind.
+        assert took < 1.2
 
 
 async def test_the_queue_serves_classes_in_strict_order(
