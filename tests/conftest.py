@@ -65,6 +65,13 @@ def fake_models(upstream_url: str) -> list[dict[str, Any]]:
          "upstream_url": upstream_url, "upstream_model": up}
         for gid, up in behaviours.items()
     ]
+    # The unary wire too: these answer non-streaming requests as the upstream answered them.
+    models.append({"id": "fake-unary", "task": "chat", "tasks": ["chat", "completion"],
+                   "provider": "openai", "upstream_url": upstream_url, "upstream_model": "llama",
+                   "options": {"unary_via_stream": False}})
+    for m in models:
+        if m["id"] in ("fake-garbage", "fake-badshape"):
+            m["options"] = {"unary_via_stream": False}
     models.append({"id": "fake-refused", "task": "chat", "provider": "openai",
                    "upstream_url": f"http://127.0.0.1:{closed_port()}/v1"})
     models.append({"id": "mock-chat", "task": "chat", "provider": "mock"})

@@ -159,9 +159,12 @@ async def test_raw_routes(gw: Gateway) -> None:
                                                                "details": True}}
     status, _, data = await raw(gw, "POST", "/generate", body)
     assert status == 200
+    # (the tokens' log-probabilities from the upstream's stream: a non-streaming request is
+    # streamed from the upstream and assembled)
     assert orjson.loads(data) == {"generated_text": "Deep learning", "details": {
         "finish_reason": "length", "generated_tokens": 2, "seed": None, "prefill": [],
-        "tokens": []}}
+        "tokens": [{"id": 0, "text": t, "logprob": -0.25, "special": False}
+                   for t in ("Deep", " learning")]}}
     status, _, data = await raw(gw, "POST", "/", {"inputs": "x", "parameters": None})
     assert status == 200 and orjson.loads(data) == [{"generated_text": REPLY}]
     status, ctype, data = await raw(gw, "POST", "/generate_stream", body)
@@ -171,7 +174,7 @@ async def test_raw_routes(gw: Gateway) -> None:
     assert [e["token"]["text"] for e in evs] == ["Deep", " learning"]
     assert [e["index"] for e in evs] == [1, 2]
     assert evs[-1]["details"] == {"finish_reason": "length", "generated_tokens": 2, "seed": None,
-                                  "input_length": 6}
+                                  "input_length": 5}
     status, _, data = await raw(gw, "POST", "/", {"inputs": "x", "stream": True})
     assert status == 200 and events(data)[-1]["generated_text"] == REPLY
     status, _, data = await raw(gw, "GET", "/info")

@@ -329,7 +329,8 @@ async def test_an_upstream_answer_over_the_models_bound_is_502(
     data = base_config(upstream.base_url)
     data["models"].append({"id": "small-answers", "task": "chat", "provider": "openai",
                            "upstream_url": upstream.base_url, "upstream_model": "llama",
-                           "max_response_bytes": 200})
+                           "max_response_bytes": 200,
+                           "options": {"unary_via_stream": False}})
     gw = await gateway_factory(data)
     status, payload, _ = await post(gw, "/v1/chat/completions", CHAT)
     assert status == 200  # the fake's answer is a few hundred bytes

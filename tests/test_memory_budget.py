@@ -41,7 +41,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
     config.write_text(yaml.safe_dump({
         "auth": {"enabled": False}, "limits": {"max_buffered_bytes": BUDGET},
         "models": [{"id": "big", "task": "chat", "provider": "openai",
-                    "upstream_url": upstream.base_url, "max_response_bytes": 24 * MiB}]}))
+                    "upstream_url": upstream.base_url, "max_response_bytes": 24 * MiB,
+                    "options": {"unary_via_stream": False}}]}))
     proc = await asyncio.create_subprocess_exec(
         CLI, "serve", "--config", str(config), "--http-port", str(http_port),
         "--grpc-port", str(grpc_port), "--data-dir", str(tmp_path / "data"),

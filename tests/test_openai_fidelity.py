@@ -120,10 +120,13 @@ async def corpus(request: pytest.FixtureRequest) -> AsyncIterator[CorpusUpstream
     await fake.stop()
 
 
-async def _gateway(factory: GatewayFactory, corpus: CorpusUpstream) -> Gateway:
+async def _gateway(factory: GatewayFactory, corpus: CorpusUpstream, *,
+                   via_stream: bool = False) -> Gateway:
+    """Models named after the cases. Unary requests go to the upstream as unary requests (the
+    wire under test) unless ``via_stream``."""
     return await factory({"auth": {"enabled": False}, "models": [
         {"id": f"gw-{name}", "task": "chat", "tasks": ["chat", "completion"], "provider": "openai",
-         "upstream_url": corpus.base_url,
+         "upstream_url": corpus.base_url, "options": {"unary_via_stream": via_stream},
          "upstream_model": name} for name in CASES]})
 
 
@@ -160,6 +163,51 @@ async def test_case_passes_through_field_by_field(
         sent_chunks = case["stream"]
     assert all(c["model"] == f"gw-{name}" for c in got)
     assert accumulate(got, chat) == accumulate(sent_chunks, chat)
+
+
+def _as_accumulated(answer: dict[str, Any], chat: bool, usage: bool) -> Any:
+    """A unary answer in the form ``accumulate`` gives a stream."""
+    top = {k: v for k, v in answer.items() if k not in OWNED and k != "choices"
+           and (usage or k != "usage")}
+    choices: dict[int, dict[str, Any]] = {}
+    for c in answer["choices"]:
+        acc = {k: v for k, v in c.items() if k not in ("index", "message", "logprobs")}
+        acc["logprobs"] = {k: v for k, v in (c.get("logprobs") or {}).items()
+                           if isinstance(v, list)}
+        if chat:
+            message = {k: v for k, v in (c.get("message") or {}).items() if k != "role"}
+            acc.update(message)
+        for key in ("content", "text"):
+            if acc.get(key) == "":
+                del acc[key]
+        choices[c["index"]] = acc
+    return _clean({"top": top, "choices": choices})
+
+
+STREAM_CASES = sorted(name for name, case in CASES.items() if "stream" in case)
+
+
+@pytest.mark.parametrize("name", STREAM_CASES)
+async def test_unary_answer_assembled_from_the_stream(
+        name: str, corpus: CorpusUpstream, gateway_factory: GatewayFactory) -> None:
+    """A non-streaming request is streamed from the upstream (``unary_via_stream``, the default)
+    and its answer holds everything the stream held, as a client accumulates it."""
+    case = CASES[name]
+    gw = await _gateway(gateway_factory, corpus, via_stream=True)
+    chat = case["endpoint"] == "chat"
+    body = {k: v for k, v in case["request"].items() if k not in ("stream", "stream_options")}
+    body["model"] = f"gw-{name}"
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    async with aiohttp.ClientSession() as session, session.post(gw.http + path, json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        got = await resp.json()
+    sent = corpus.received[-1]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert got["object"] == ("chat.completion" if chat else "text_completion")
+    assert got["model"] == f"gw-{name}"
+    assert got["usage"]["total_tokens"] > 0  # counted by the gateway when the stream had none
+    usage = bool((case["request"].get("stream_options") or {}).get("include_usage"))
+    assert _as_accumulated(got, chat, usage) == accumulate(case["stream"], chat)
 
 
 def _sdk(gw: Gateway) -> openai.AsyncOpenAI:

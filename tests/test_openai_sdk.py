@@ -15,20 +15,29 @@ def client(gw: Gateway, **kw: object) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{gw.http}/v1", api_key="unused", max_retries=0, **kw)  # type: ignore[arg-type]
 
 
-async def test_chat_unary_async(gateway: Gateway, upstream: FakeOpenAI) -> None:
+@pytest.mark.parametrize("model", ["fake-chat", "fake-unary"])
+async def test_chat_unary_async(gateway: Gateway, upstream: FakeOpenAI, model: str) -> None:
+    """A non-streaming request is streamed from the upstream and assembled, unless the model
+    opts out (``unary_via_stream: false``); the caller cannot tell."""
     c = client(gateway)
     resp = await c.chat.completions.create(
-        model="fake-chat", messages=[{"role": "user", "content": "What is deep learning?"}],
+        model=model, messages=[{"role": "user", "content": "What is deep learning?"}],
         temperature=0.2, max_tokens=50,
     )
     assert resp.choices[0].message.content == REPLY
+    assert resp.choices[0].message.role == "assistant"
     assert resp.choices[0].finish_reason == "stop"
-    assert resp.model == "fake-chat"
+    assert resp.object == "chat.completion"
+    assert resp.model == model
     assert resp.usage is not None and resp.usage.prompt_tokens == 12
     sent = upstream.requests[-1]
     assert sent.body["model"] == "llama"
     assert sent.body["temperature"] == 0.2 and sent.body["max_tokens"] == 50
-    assert "stream" not in sent.body
+    if model == "fake-unary":
+        assert "stream" not in sent.body
+    else:
+        assert sent.body["stream"] is True
+        assert sent.body["stream_options"] == {"include_usage": True}
 
 
 async def test_chat_stream_async_with_usage(gateway: Gateway, upstream: FakeOpenAI) -> None:

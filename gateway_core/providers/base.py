@@ -148,6 +148,12 @@ class Provider:
         env = self.model.api_key_env
         return os.environ.get(env) if env else None
 
+    @property
+    def unary_via_stream(self) -> bool:
+        """Whether non-streaming chat and completion requests are better streamed from this
+        upstream and assembled by the gateway (see ``gateway_core.traffic.assemble``)."""
+        return False
+
     async def start(self) -> None:
         """Called once after construction, inside the running loop (fetch a schema, etc.)."""
 

@@ -203,7 +203,7 @@ async def request_json(
                             kind="protocol") from exc
 
 
-def _too_large(limit: int) -> UpstreamError:
+def too_large(limit: int) -> UpstreamError:
     shown = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
     return UpstreamError(f"upstream answered with more than {shown} (the model's "
                          "max_response_bytes)", kind="protocol")
@@ -216,7 +216,7 @@ async def _bounded_body(resp: aiohttp.ClientResponse, call: Call) -> bytes:
     declared = resp.content_length
     if declared is not None:
         if declared > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         call.hold(declared)
     counted = declared or 0  # a compressed body grows past its declared length
     chunks: list[bytes] = []
@@ -224,7 +224,7 @@ async def _bounded_body(resp: aiohttp.ClientResponse, call: Call) -> bytes:
     async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         if size > counted:
             call.hold(size - counted)
             counted = size

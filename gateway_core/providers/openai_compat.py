@@ -38,6 +38,10 @@ class OpenAIOptions:
     embedding_encoding: Literal["float", "base64"] = "base64"
     # `response_format` sent for images; null for servers that reject the field (gpt-image-1).
     image_response_format: str | None = "b64_json"
+    # Stream non-streaming chat and completion requests from the upstream and assemble the
+    # answer, so that stage timeouts, retries before the first token and a caller that leaves
+    # work for them as for streams; off for servers whose streams lack what their answers have.
+    unary_via_stream: bool = True
 
 
 @register("openai")
@@ -46,6 +50,10 @@ class OpenAIProvider(Provider):
 
     Options = OpenAIOptions
     options: OpenAIOptions
+
+    @property
+    def unary_via_stream(self) -> bool:
+        return self.options.unary_via_stream
 
     async def chat(self, req: pb.ChatRequest, call: Call) -> pb.ChatResponse:
         url = self.url("chat/completions")

@@ -32,6 +32,7 @@ from gateway_core.interceptors import current_model, current_request_id
 from gateway_core.providers.base import Call, Provider
 from gateway_core.registry import ModelEntry, ModelRegistry
 from gateway_core.traffic.admission import RANK
+from gateway_core.traffic.assemble import chat_from_stream, completion_from_stream, wants_unary
 from gateway_core.traffic.chat import ChatResumer
 from gateway_core.traffic.router import Route
 from inference_gateway.v1 import inference_pb2 as pb
@@ -161,6 +162,15 @@ def completion_committed(chunk: pb.CompletionChunk) -> bool:
     return chunk.HasField("usage") or any(c.text or c.finish_reason for c in chunk.choices)
 
 
+def via_stream(entry: ModelEntry, extra: Any) -> bool:
+    """Whether a unary request is streamed from the upstream and assembled (every pool of the
+    model's chain can, and the request asks for nothing only a unary answer has)."""
+    for pool in entry.chain:
+        if not pool.via_stream:
+            return False
+    return not wants_unary(extra)
+
+
 def _report(context: Ctx, call: Call, route: Route) -> None:
     context.set_trailing_metadata(((MODEL_KEY, current_model.get()),
                                    (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),
@@ -222,8 +232,17 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         try:
             if request.chat_template:
                 completion = await self._templated(request)
-                return templates.chat_response(
-                    await route.unary(lambda p, c: p.complete(completion, c)))
+                if via_stream(entry, completion.extra):
+                    answer = await completion_from_stream(route.stream(
+                        lambda p, c: p.complete_stream(completion, c), completion_committed), call)
+                else:
+                    answer = await route.unary(lambda p, c: p.complete(completion, c))
+                return templates.chat_response(answer)
+            if via_stream(entry, request.extra):
+                if entry.config.resume_streams and request.params.n <= 1:
+                    route.resumer = ChatResumer(request)
+                return await chat_from_stream(route.stream(
+                    lambda p, c: p.chat_stream(request, c), chat_committed), call)
             return await route.unary(lambda p, c: p.chat(request, c))
         finally:
             _report(context, call, route)
@@ -263,6 +282,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         check_prompt(len(request.prompt), self.max_prompt_chars)
         route = self._way(entry, call, context, completion_key(entry, request.prompt))
         try:
+            if via_stream(entry, request.extra):
+                return await completion_from_stream(route.stream(
+                    lambda p, c: p.complete_stream(request, c), completion_committed), call)
             return await route.unary(lambda p, c: p.complete(request, c))
         finally:
             _report(context, call, route)

@@ -271,6 +271,8 @@ class Pool:
         self.capped = any(e.config.max_concurrency for e in endpoints)
         self.healthy = True
         self.single = endpoints[0] if len(endpoints) == 1 else None
+        # Unary chat and completion requests are streamed from its upstreams and assembled.
+        self.via_stream = all(e.provider.unary_via_stream for e in endpoints)
         self.admission = Admission(config.id, config.max_concurrency, config.queue_timeout,
                                    config.max_queued, self._has_room)
         t = config.timeouts

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from gateway_common.core_api import ATTEMPTS_KEY, SERVED_MODEL_KEY, SHOULD_RETRY_KEY
@@ -198,8 +198,12 @@ class Route:
         if not pool.budget.try_spend():
             child(metrics.RETRY_BUDGET_EXHAUSTED, pool.model).inc()
             return None
-        base = pool.retries.backoff_ms / 1000.0 * (2 ** (n - 1))
-        delay = max(wait, random.uniform(base / 2, base))
+        if n == 1 and isinstance(last, UpstreamError) and last.kind == "connect":
+            # A refused connection cost the upstream nothing: the first failover is immediate.
+            delay = 0.0
+        else:
+            base = pool.retries.backoff_ms / 1000.0 * (2 ** (n - 1))
+            delay = max(wait, random.uniform(base / 2, base))
         if delay >= self.call.deadline - asyncio.get_running_loop().time():
             return None
         child(metrics.RETRIES, pool.model).inc()
@@ -257,7 +261,7 @@ class Route:
         raise self._exhausted()
 
     async def stream(self, fn: Callable[[Provider, Call], AsyncIterator[C]],
-                     committed: Callable[[C], bool]) -> AsyncIterator[C]:
+                     committed: Callable[[C], bool]) -> AsyncGenerator[C, None]:
         """The chunks of the first attempt that reaches its first content, then the rest of its
         stream (see the module's docstring). One generator layer, the loops inline: every chunk
         of every stream passes through here."""

@@ -274,6 +274,13 @@ class FakeOpenAI:
                     "choices": [{"index": 0, "text": text, "logprobs": logprobs,
                                  "finish_reason": reason if last else None}],
                 }) + b"\n\n")
+            opts = body.get("stream_options") or {}
+            if opts.get("include_usage") and model != "no-usage":
+                await resp_s.write(b"data: " + orjson.dumps({
+                    "id": "cmpl-fake", "object": "text_completion", "created": 0,
+                    "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": len(words),
+                              "total_tokens": 5 + len(words)}}) + b"\n\n")
             await resp_s.write(b"data: [DONE]\n\n")
             await resp_s.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):
