@@ -125,6 +125,11 @@ def gateway_config(upstream: str, workdir: Path, transport: str = "local") -> di
         "models": [
             {"id": "bench", "task": "chat", "provider": "openai", "upstream_url": upstream,
              "upstream_model": "llama"},
+            # Non-streaming requests sent to the upstream as they are (the default streams them
+            # from the upstream and assembles the answer).
+            {"id": "bench-unary-wire", "task": "chat", "provider": "openai",
+             "upstream_url": upstream, "upstream_model": "llama",
+             "options": {"unary_via_stream": False}},
             {"id": "bench-paced", "task": "chat", "provider": "openai", "upstream_url": upstream,
              "upstream_model": "slow-stream"},
             {"id": "bench-mock", "task": "chat", "provider": "mock", "options": {"reply": REPLY}},
@@ -165,6 +170,7 @@ async def start_gateway(
     data = gateway_config(upstream, procs.workdir / name, transport)
     if source != ROOT:
         del data["listen"]  # another tree may not know the key: it runs as it was
+        data["models"] = [m for m in data["models"] if "options" not in m or m["provider"] == "mock"]
     config.write_text(json.dumps(data))  # JSON is YAML
     script = shutil.which("inference-gateway", path=str(Path(sys.executable).parent))
     # Without the console script (or for another tree), its module from the working directory.

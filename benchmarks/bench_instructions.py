@@ -37,7 +37,7 @@ import aiohttp
 from benchmarks.bench import Processes, log, start_gateway, wait_healthy
 from benchmarks.loadgen import Target, first_token, session, stream_once, unary_once
 
-KINDS = ("unary", "stream", "text20", "tools20")
+KINDS = ("unary", "unary_wire", "stream", "text20", "tools20")
 # The streams of 20 events: (the gateway's model, the upstream's) for a 20-token text answer and
 # for one tool call in 20 argument fragments.
 STREAMS_20 = {"text20": ("bench-text20", "text-20"), "tools20": ("bench-tools20", "tool-call-20")}
@@ -82,8 +82,11 @@ async def count(target: Target, pid: int, workdir: Path, requests: int, warmup: 
             model = None
             if kind in STREAMS_20:
                 model = STREAMS_20[kind][target.name == "thin-proxy"]
-            body = target.body(stream=kind != "unary", model=model)
-            one = {"unary": unary_once, "stream": first_token}.get(kind, stream_once)
+            elif kind == "unary_wire" and target.name == "gateway":
+                model = "bench-unary-wire"  # (older trees send every request as it is)
+            unary = kind.startswith("unary")
+            body = target.body(stream=not unary, model=model)
+            one = unary_once if unary else first_token if kind == "stream" else stream_once
             for _ in range(warmup):
                 await one(s, target.chat_url, body)
             before = counting_on(workdir, target.name, pid)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -196,8 +197,8 @@ class LeastLoaded:
 class PrefixAffinity:
     """Requests whose prompts start alike go to the same endpoint, so its prefix cache hits:
     consistent hashing of the prompt's first characters over a ring of virtual nodes, with
-    bounded load (an endpoint above 1.25 x the mean of requests in flight passes the request on
-    to the next on the ring)."""
+    bounded load (an endpoint with more than ceil(1.25 x the mean of requests in flight) + 1 passes
+    the request on to the next on the ring)."""
 
     VNODES = 64
     BOUND = 1.25
@@ -218,7 +219,8 @@ class PrefixAffinity:
             return self.fallback.pick(candidates, key)
         allowed = {id(e) for e in candidates}
         total = sum(e.outstanding for e in self.endpoints) + 1
-        bound = max(1.0, self.BOUND * total / len(self.endpoints))
+        # (one more than the ceiling, so that a few requests in flight do not spill)
+        bound = math.ceil(self.BOUND * total / len(self.endpoints)) + 1
         start = bisect.bisect(self.points, _hash(key))
         first: Endpoint | None = None
         for step in range(len(self.points)):
