@@ -73,12 +73,12 @@ def counting_off(workdir: Path, name: str, pid: int, before: set[Path]) -> int:
     return total
 
 
-async def count(target: Target, pid: int, workdir: Path, requests: int, warmup: int
-                ) -> dict[str, float]:
+async def count(target: Target, pid: int, workdir: Path, requests: int, warmup: int,
+                kinds: tuple[str, ...] = KINDS) -> dict[str, float]:
     """Instructions per request of ``target``'s process, for each kind of request."""
     out: dict[str, float] = {}
     async with session(1) as s:
-        for kind in KINDS:
+        for kind in kinds:
             model = None
             if kind in STREAMS_20:
                 model = STREAMS_20[kind][target.name == "thin-proxy"]
@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 targets.append((Target(name, url, "bench", "bench-paced"), pids[0]))
             for target, pid in targets:
                 results[target.name] = await count(target, pid, workdir, args.requests,
-                                                   args.warmup)
+                                                   args.warmup, tuple(args.kinds or KINDS))
                 procs.check_alive()
         except aiohttp.ClientError as exc:
             raise SystemExit(f"a request failed: {exc}") from exc
@@ -143,13 +143,15 @@ def report(results: dict[str, dict[str, float]]) -> None:
         head += f"{'gw/base':>10}"
     print(head)
     print("-" * len(head))
-    for kind in KINDS:
+    for kind in results[names[0]]:
         row = f"{kind:<28}" + "".join(f"{results[n][kind]:>14,.0f}" for n in names)
         row += "".join(f"{results[n][kind] / results['thin-proxy'][kind]:>11.2f}x"
                        for n in ratios)
         if "baseline" in results:
             row += f"{results['gateway'][kind] / results['baseline'][kind]:>9.3f}x"
         print(row)
+    if "tools20" not in results[names[0]] or "text20" not in results[names[0]]:
+        return
     print(f"{'tools20 / text20':<28}" + "".join(
         f"{results[n]['tools20'] / results[n]['text20']:>13.3f}x" for n in names))
 
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20, help="uncounted requests before them")
     p.add_argument("--baseline", metavar="DIR", type=Path, action="append", default=[],
                    help="also count the gateway from this source tree (repeatable)")
+    p.add_argument("--kind", dest="kinds", action="append", choices=KINDS,
+                   help="count this kind of request only (repeatable)")
     args = p.parse_args(argv)
     report(asyncio.run(run(args)))
     return 0

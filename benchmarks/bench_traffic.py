@@ -15,11 +15,12 @@ measures each scenario against its reference in the same run:
 - balancing: two endpoints, one 5x slower (servers that take one request at a time, 2 ms and
   10 ms), Poisson arrivals at 150 requests/s: p99 latency of ``least_outstanding`` against
   ``round_robin``;
-- prefix affinity: four endpoints with a simulated prefix cache (4 prompt prefixes each; first
+- prefix affinity: four endpoints with a simulated prefix cache (8 prompt prefixes each; first
   token after 2 ms on a hit, 20 ms on a miss), 16 system prompts shared by the requests, 8
   concurrent streams: hit rate and TTFT p50 of ``prefix_affinity`` against ``round_robin``;
 - large prompts: 220 KB prompts, 150 concurrent streams: TTFT p50 through the gateway against
-  the same requests sent to the upstream directly;
+  the same requests sent to the upstream directly, and through the thin proxy of ``bench.py``
+  (one aiohttp hop that forwards bytes: the floor of a Python proxy);
 - overload: 5,000 concurrent requests against a model capped at 100 in flight (each takes
   0.5 s upstream; ``queue_timeout`` 2 s): how many were served and refused, the slowest refusal,
   ``/health`` latency meanwhile, and the gateway's peak RSS over its RSS at rest.
@@ -43,7 +44,8 @@ import orjson
 from benchmarks.bench import Processes, free_port, log, pct, wait_healthy
 from benchmarks.loadgen import memory_bytes
 
-SPECS = ["plain", "queue:0.002", "queue:0.010", *["cache:0.002:0.020:4"] * 4, "slow:0.5"]
+SPECS = ["plain", "queue:0.002", "queue:0.010", *["cache:0.002:0.020:8"] * 4, "slow:0.5"]
+SCENARIOS = ("failover", "balancing", "prefix", "big_prompts", "overload")
 CHAT = {"messages": [{"role": "user", "content": "What is deep learning?"}], "max_tokens": 16}
 
 
@@ -183,14 +185,15 @@ async def stats(s: aiohttp.ClientSession, port: int) -> dict[str, int]:
         return data
 
 
-async def big_prompts(gw: str, direct: str, concurrency: int, per_worker: int
+async def big_prompts(gw: str, direct: str, thin: str, concurrency: int, per_worker: int
                       ) -> dict[str, float]:
     prompt = ("lorem ipsum dolor sit amet " * 8200)[:220 * 1024]
     body = {"max_tokens": 16, "messages": [{"role": "user", "content": prompt}]}
     out: dict[str, float] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         for name, url, model in (("direct", direct, "sim"), ("gateway", gw, "big"),
-                                 ("direct2", direct, "sim"), ("gateway2", gw, "big")):
+                                 ("thin", thin, "sim"), ("direct2", direct, "sim"),
+                                 ("gateway2", gw, "big"), ("thin2", thin, "sim")):
             times: list[float] = []
 
             async def worker(url: str = url, model: str = model, times: list[float] = times
@@ -203,7 +206,9 @@ async def big_prompts(gw: str, direct: str, concurrency: int, per_worker: int
             out[f"{name}_ttft_p50_ms"] = pct(times, 0.5) * 1e3
     d = (out["direct_ttft_p50_ms"] + out["direct2_ttft_p50_ms"]) / 2
     g = (out["gateway_ttft_p50_ms"] + out["gateway2_ttft_p50_ms"]) / 2
-    return {"direct_ttft_p50_ms": d, "gateway_ttft_p50_ms": g, "added_ttft_p50_ms": g - d}
+    t = (out["thin_ttft_p50_ms"] + out["thin2_ttft_p50_ms"]) / 2
+    return {"direct_ttft_p50_ms": d, "gateway_ttft_p50_ms": g, "thin_proxy_ttft_p50_ms": t,
+            "added_ttft_p50_ms": g - d, "thin_proxy_added_ttft_p50_ms": t - d}
 
 
 async def overload(gw: str, base: str, pid: int, n: int) -> dict[str, float]:
@@ -262,17 +267,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             base = f"http://127.0.0.1:{http}"
             await wait_healthy(base + "/health", procs)
             gw = base + "/v1"
-            log("failover")
-            results["failover"] = await failover(gw, args.requests)
-            log("balancing")
-            results["balancing"] = await balancing(gw, args.rate, args.seconds)
-            log("prefix affinity")
-            results["prefix"] = await prefix(gw, ports[3:7], args.requests)
-            log("large prompts")
-            results["big_prompts"] = await big_prompts(
-                gw, f"http://127.0.0.1:{ports[0]}/v1", 150, args.big_per_worker)
-            log("overload")
-            results["overload"] = await overload(gw, base, procs.pid("gateway"), args.overload)
+            only = set(args.only or SCENARIOS)
+            if "failover" in only:
+                log("failover")
+                results["failover"] = await failover(gw, args.requests)
+            if "balancing" in only:
+                log("balancing")
+                results["balancing"] = await balancing(gw, args.rate, args.seconds)
+            if "prefix" in only:
+                log("prefix affinity")
+                results["prefix"] = await prefix(gw, ports[3:7], args.requests)
+            if "big_prompts" in only:
+                log("large prompts")
+                thin = await procs.spawn("thin-proxy", sys.executable, "-m",
+                                         "benchmarks.thin_proxy", "--upstream",
+                                         f"http://127.0.0.1:{ports[0]}", port_line=True)
+                results["big_prompts"] = await big_prompts(
+                    gw, f"http://127.0.0.1:{ports[0]}/v1", f"http://127.0.0.1:{thin}/v1", 150,
+                    args.big_per_worker)
+            if "overload" in only:
+                log("overload")
+                results["overload"] = await overload(gw, base, procs.pid("gateway"),
+                                                     args.overload)
             procs.check_alive()
         finally:
             await procs.stop_all()
@@ -298,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big-per-worker", type=int, default=2, help="large prompts per worker")
     p.add_argument("--overload", type=int, default=5000, help="overload: concurrent requests")
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--only", action="append", choices=SCENARIOS, help="run this scenario only "
+                   "(repeatable)")
     args = p.parse_args(argv)
     results = asyncio.run(run(args))
     text = json.dumps(results, indent=2)

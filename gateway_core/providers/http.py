@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -265,15 +265,18 @@ async def request_bytes(
         call.upstream_seconds += loop.time() - started
 
 
-async def _open(session: aiohttp.ClientSession, method: str, url: str, payload: Any,
-                headers: dict[str, str], call: Call) -> aiohttp.ClientResponse:
-    """Send the request and wait for the response headers, within the headers stage timeout
-    (``Call.headers_within``) when one is shorter than the deadline."""
+def _open(session: aiohttp.ClientSession, method: str, url: str, payload: Any,
+          headers: dict[str, str], call: Call) -> Awaitable[aiohttp.ClientResponse]:
+    """Send the request; the response once its headers arrived, within the headers stage
+    timeout (``Call.headers_within``) when one is shorter than the deadline."""
     within = call.headers_within()
     request = session.request(method, url, data=payload, headers=headers,
                               timeout=call.client_timeout())
-    if within is None:
-        return await request
+    return request if within is None else _headers_within(request, within)
+
+
+async def _headers_within(request: Awaitable[aiohttp.ClientResponse], within: float
+                          ) -> aiohttp.ClientResponse:
     try:
         async with asyncio.timeout(within):
             return await request

@@ -296,15 +296,24 @@ class Route:
                                     resumer.saw(chunk)
                                 yield chunk
                             held = []
-                            it = chunks.__aiter__()
-                            while True:
-                                if watchdog is not None:
-                                    watchdog.last = watchdog.loop.time()
-                                    watchdog.waiting = True
+                            if watchdog is None and resumer is None:
+                                async for chunk in chunks:
+                                    yield chunk
+                            else:
                                 try:
-                                    chunk = await it.__anext__()
-                                except StopAsyncIteration:
-                                    break
+                                    if watchdog is not None:
+                                        watchdog.last = watchdog.loop.time()
+                                        watchdog.waiting = True
+                                    async for chunk in chunks:
+                                        # (the watchdog sees only the waits on the upstream)
+                                        if watchdog is not None:
+                                            watchdog.waiting = False
+                                        if resumer is not None:
+                                            resumer.saw(chunk)
+                                        yield chunk
+                                        if watchdog is not None:
+                                            watchdog.last = watchdog.loop.time()
+                                            watchdog.waiting = True
                                 except asyncio.CancelledError:
                                     if watchdog is not None and watchdog.expired():
                                         raise UpstreamTimeout(
@@ -312,11 +321,6 @@ class Route:
                                             f"for {pool.idle:g} s mid-stream (timeouts.idle)",
                                             stage="idle") from None
                                     raise
-                                if watchdog is not None:
-                                    watchdog.waiting = False
-                                if resumer is not None:
-                                    resumer.saw(chunk)
-                                yield chunk
                         except BaseException as exc:
                             self._failed(pool, e, exc)
                             await _close(chunks)
