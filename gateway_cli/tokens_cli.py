@@ -1,11 +1,13 @@
-"""``inference-gateway tokens create|list|revoke``: access tokens from the command line.
+"""``inference-gateway tokens create|list|update|revoke``: access tokens from the command line.
 
 Against the local store (the SQLite file in ``--data-dir``, or the PostgreSQL of ``--config``),
 or a running gateway: ``--url http://host:8080`` (the edge's ``/admin`` routes) or ``--core
 host:50051`` (the Admin gRPC service), with the admin credential from ``--admin-token`` or the
 environment variable named by ``auth.admin_token_env`` (``GATEWAY_ADMIN_TOKEN``).
 
-A new token's secret is printed once; only its hash is stored.
+A new token's secret is printed once; only its hash is stored. Limits (``--rpm``, ``--tpm``,
+``--max-concurrency``, ``--daily-tokens``, ``--monthly-tokens``) and the priority class are set at
+creation and changed with ``update``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import aiohttp
 import grpc
 from grpc import aio
 
-from gateway_common.config import ConfigError, GatewayConfig, load_config
+from gateway_common.config import PRIORITIES, ConfigError, GatewayConfig, RateLimits, load_config
 from gateway_common.defaults import default_config
 from gateway_common.durations import parse_expiry
 from gateway_core.auth.admin import token_proto
@@ -42,6 +44,8 @@ EXIT_CONFIG = 2
 TIMEOUT = 30.0
 
 Token = dict[str, Any]
+# Limits by name (rpm, tpm, max_concurrency, daily_tokens, monthly_tokens), as /admin shows them.
+Limits = dict[str, int]
 
 
 class CommandError(Exception):
@@ -52,8 +56,26 @@ class CommandError(Exception):
         self.code = code
 
 
+LIMIT_FLAGS = {"rpm": "rpm", "tpm": "tpm", "max_concurrency": "max_concurrency",
+               "daily_tokens": "daily_tokens", "monthly_tokens": "monthly_tokens"}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return {name: getattr(args, name) for name in LIMIT_FLAGS if getattr(args, name, None)}
+
+
 def add_parser(sub: Any) -> None:
-    tokens = sub.add_parser("tokens", help="create, list and revoke access tokens")
+    tokens = sub.add_parser("tokens", help="create, list, update and revoke access tokens")
     actions = tokens.add_subparsers(dest="action", metavar="ACTION")
 
     def target(p: argparse.ArgumentParser) -> None:
@@ -72,6 +94,22 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--expires", default="never",
                         help="30d, 12h, 90m, an ISO date, or never (default)")
     target(create)
+
+    def limit_flags(p: argparse.ArgumentParser) -> None:
+        for flag, what in (("--rpm", "requests per minute"), ("--tpm", "tokens per minute"),
+                           ("--max-concurrency", "requests in flight at once"),
+                           ("--daily-tokens", "tokens per UTC day"),
+                           ("--monthly-tokens", "tokens per UTC calendar month")):
+            p.add_argument(flag, type=_positive, metavar="N", help=f"limit: {what}")
+        p.add_argument("--priority", choices=PRIORITIES,
+                       help="the highest priority class its requests may ask for")
+
+    limit_flags(create)
+    update = actions.add_parser("update", help="change a token's limits and priority (the "
+                                "limits given replace the old ones whole)")
+    update.add_argument("id", help="the token's id (tok_...)")
+    limit_flags(update)
+    target(update)
     listing = actions.add_parser("list", help="list tokens (never their secrets)")
     listing.add_argument("--model", help="only tokens that may call this model")
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
@@ -85,8 +123,11 @@ def add_parser(sub: Any) -> None:
 
 
 class Backend:
-    async def create(self, name: str, models: list[str], expires_at: float | None
-                     ) -> tuple[Token, str]:
+    async def create(self, name: str, models: list[str], expires_at: float | None,
+                     limits: Limits, priority: str | None) -> tuple[Token, str]:
+        raise NotImplementedError
+
+    async def update(self, token_id: str, limits: Limits, priority: str | None) -> Token:
         raise NotImplementedError
 
     async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
@@ -117,10 +158,14 @@ class LocalBackend(Backend):
     def _json(record: Any) -> Token:
         return token_json(token_proto(record))
 
-    async def create(self, name: str, models: list[str], expires_at: float | None
-                     ) -> tuple[Token, str]:
-        record, secret = await self.service.create(name, models, expires_at)
+    async def create(self, name: str, models: list[str], expires_at: float | None,
+                     limits: Limits, priority: str | None) -> tuple[Token, str]:
+        record, secret = await self.service.create(name, models, expires_at,
+                                                   RateLimits(**limits), priority or "standard")
         return self._json(record), secret
+
+    async def update(self, token_id: str, limits: Limits, priority: str | None) -> Token:
+        return self._json(await self.service.update(token_id, RateLimits(**limits), priority))
 
     async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
         return [self._json(r) for r in await self.service.list(model, include_revoked)]
@@ -140,12 +185,18 @@ class CoreBackend(Backend):
         self.stub = apb_grpc.AdminStub(self.channel)
         self.metadata = (("authorization", f"Bearer {admin_token}"),)
 
-    async def create(self, name: str, models: list[str], expires_at: float | None
-                     ) -> tuple[Token, str]:
+    async def create(self, name: str, models: list[str], expires_at: float | None,
+                     limits: Limits, priority: str | None) -> tuple[Token, str]:
         resp = await self.stub.CreateToken(apb.CreateTokenRequest(
-            name=name, models=models, expires_at=int(expires_at or 0)),
+            name=name, models=models, expires_at=int(expires_at or 0),
+            limits=apb.TokenLimits(**limits), priority=priority or ""),
             timeout=TIMEOUT, metadata=self.metadata)
         return token_json(resp.token), resp.secret
+
+    async def update(self, token_id: str, limits: Limits, priority: str | None) -> Token:
+        return token_json(await self.stub.UpdateToken(apb.UpdateTokenRequest(
+            id=token_id, limits=apb.TokenLimits(**limits), priority=priority or ""),
+            timeout=TIMEOUT, metadata=self.metadata))
 
     async def list(self, model: str | None, include_revoked: bool) -> list[Token]:
         resp = await self.stub.ListTokens(apb.ListTokensRequest(
@@ -187,9 +238,11 @@ class HttpBackend(Backend):
                                EXIT_CONFIG if status == 400 else 1)
         return body
 
-    async def create(self, name: str, models: list[str], expires_at: float | None
-                     ) -> tuple[Token, str]:
-        payload: dict[str, Any] = {"name": name, "models": models}
+    async def create(self, name: str, models: list[str], expires_at: float | None,
+                     limits: Limits, priority: str | None) -> tuple[Token, str]:
+        payload: dict[str, Any] = {"name": name, "models": models, "limits": limits}
+        if priority:
+            payload["priority"] = priority
         if expires_at is not None:
             payload["expires_at"] = int(expires_at)
         body = await self._call("POST", "/admin/tokens", json=payload)
@@ -206,6 +259,13 @@ class HttpBackend(Backend):
     async def revoke(self, token_id: str) -> Token:
         return dict(await self._call("DELETE", f"/admin/tokens/{quote(token_id, safe='')}"))
 
+    async def update(self, token_id: str, limits: Limits, priority: str | None) -> Token:
+        payload: dict[str, Any] = {"limits": limits}
+        if priority:
+            payload["priority"] = priority
+        return dict(await self._call("PATCH", f"/admin/tokens/{quote(token_id, safe='')}",
+                                     json=payload))
+
     async def close(self) -> None:
         await self.session.close()
 
@@ -220,16 +280,32 @@ def _when(ts: int | None) -> str:
 
 
 def _print_table(tokens: list[Token]) -> None:
-    rows = [("ID", "NAME", "PREFIX", "MODELS", "CREATED", "EXPIRES", "LAST USED", "STATUS")]
+    rows = [("ID", "NAME", "PREFIX", "MODELS", "CREATED", "EXPIRES", "LAST USED", "STATUS",
+             "LIMITS (LEFT)")]
     for t in tokens:
         models = ",".join(t["models"])
         rows.append((t["id"], t["name"], t["prefix"] + "...",
                      models if len(models) <= 40 else models[:37] + "...",
                      _when(t["created_at"]), _when(t["expires_at"]) if t["expires_at"]
-                     else "never", _when(t["last_used_at"]), t["status"]))
+                     else "never", _when(t["last_used_at"]), t["status"], _limits_text(t)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+_SHORT = {"rpm": "rpm", "tpm": "tpm", "max_concurrency": "concurrency",
+          "daily_tokens": "day", "monthly_tokens": "month"}
+
+
+def _limits_text(t: Token) -> str:
+    """``rpm 60 (59), tpm 100000 (99950)``: each limit and what is left of it."""
+    limits = t.get("limits") or {}
+    left = t.get("remaining") or {}
+    parts = []
+    for name, value in limits.items():
+        rest = f" ({left[name]})" if name in left else ""
+        parts.append(f"{_SHORT.get(name, name)} {value}{rest}")
+    return ", ".join(parts) or "-"
 
 
 def print_created(token: Token, secret: str, as_json: bool) -> None:
@@ -354,8 +430,17 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, source: str | No
                 raise CommandError(str(exc), EXIT_CONFIG) from None
             if expires_at is not None and expires_at <= time.time():
                 raise CommandError("the expiry is in the past", EXIT_CONFIG)
-            token, secret = await backend.create(args.name, args.models, expires_at)
+            token, secret = await backend.create(args.name, args.models, expires_at,
+                                                 _limits(args), args.priority)
             print_created(token, secret, args.json)
+        elif args.action == "update":
+            token = await backend.update(args.id, _limits(args), args.priority)
+            if args.json:
+                print(json.dumps(token))
+            else:
+                print(f"Updated token {token['id']} '{token['name']}': limits "
+                      f"{_limits_text(token)}, priority {token['priority']}; from the next "
+                      "request on.")
         elif args.action == "list":
             tokens = await backend.list(args.model, args.all)
             if args.json:

@@ -78,6 +78,27 @@ class ListenConfig:
 
 
 @dataclass(frozen=True)
+class RateLimits:
+    """What one token, JWT subject or model may use (null: no limit). Minutes and periods are
+    counted by the gateway (``docs/LIMITS.md``): a minute slides, a day or month is the UTC
+    calendar's."""
+
+    # Requests per minute.
+    rpm: int | None = None
+    # Tokens per minute: prompt tokens estimated at admission, reconciled with the usage.
+    tpm: int | None = None
+    # Requests in flight at once.
+    max_concurrency: int | None = None
+    # Token budgets per UTC day and per UTC calendar month.
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.rpm, self.tpm, self.max_concurrency,
+                                            self.daily_tokens, self.monthly_tokens))
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     # Largest JSON request body the edge accepts.
     max_body_bytes: int = 10 * 1024 * 1024
@@ -109,6 +130,16 @@ class LimitsConfig:
     # encoding live beside it); one that does not fit is refused with 503 and Retry-After
     # instead of growing the process.
     max_buffered_bytes: int = 512 * 1024 * 1024
+    # Where rate limits and budgets are counted: "memory" (exact, one process) or "redis"
+    # (shared by every replica; the URL from the environment variable redis_url_env).
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url_env: str = "GATEWAY_REDIS_URL"
+    # Prefix of the gateway's keys in Redis (gateways sharing one Redis share counters only
+    # under the same prefix).
+    redis_prefix: str = "igw:"
+    # When Redis cannot be reached: admit (counted in /metrics, logged once per outage) or
+    # refuse with 503.
+    on_backend_error: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
 @dataclass(frozen=True)
@@ -151,6 +182,8 @@ class JwtConfig:
     leeway_seconds: float = 30.0
     # The claim that lists the models the token may call ("*" for all).
     models_claim: str = "models"
+    # Limits of each JWT subject (counted per ``sub``).
+    limits: RateLimits = field(default_factory=RateLimits)
 
 
 @dataclass(frozen=True)
@@ -265,6 +298,8 @@ class ModelConfig:
     # from the prompt plus the text already sent (OpenAI-compatible upstreams that take
     # continue_final_message, as vLLM does); off: the stream ends with an error event.
     resume_streams: bool = False
+    # What all callers of the model may use together (requests and tokens per minute, budgets).
+    limits: RateLimits = field(default_factory=RateLimits)
 
     def pool(self) -> list[UpstreamConfig]:
         """The endpoints: ``upstreams``, or the one ``upstream_url`` as a pool of one."""
@@ -416,6 +451,7 @@ def validate(config: GatewayConfig) -> GatewayConfig:
             raise ConfigError(f"models[{i}].timeout_seconds", "must be greater than 0")
         _validate_upstream(f"models[{i}]", m)
         _validate_pool(f"models[{i}]", m, config)
+        validate_rate_limits(f"models[{i}].limits", m.limits)
         if m.max_response_bytes * BUFFER_COST_FACTOR > config.limits.max_buffered_bytes:
             raise ConfigError(f"models[{i}].max_response_bytes",
                               f"an answer this large (counted {BUFFER_COST_FACTOR} times) would "
@@ -432,7 +468,15 @@ def validate(config: GatewayConfig) -> GatewayConfig:
     if config.timeouts.default_seconds <= 0:
         raise ConfigError("timeouts.default_seconds", "must be greater than 0")
     _validate_jwt(config.auth.jwt)
+    validate_rate_limits("auth.jwt.limits", config.auth.jwt.limits)
     return config
+
+
+def validate_rate_limits(path: str, limits: RateLimits) -> None:
+    for name in ("rpm", "tpm", "max_concurrency", "daily_tokens", "monthly_tokens"):
+        value = getattr(limits, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{path}.{name}", "must be at least 1 (or null: no limit)")
 
 
 def _validate_upstream(path: str, m: ModelConfig) -> None:

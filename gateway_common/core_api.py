@@ -61,6 +61,8 @@ SHOULD_RETRY_KEY = "igw-should-retry"
 PRIORITY_KEY = "igw-priority"
 # How long to wait before retrying, as an upstream's 429 said it (HTTP ``Retry-After``'s value).
 RETRY_AFTER_KEY = "retry-after"
+# OpenAI's rate-limit headers (x-ratelimit-limit-requests, ...), as metadata of the same names.
+RATELIMIT_PREFIX = "x-ratelimit-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ LIST_TOKENS: Unary[apb.ListTokensRequest, apb.ListTokensResponse] = Unary(
     ADMIN, "ListTokens", apb.ListTokensResponse)
 GET_TOKEN: Unary[apb.GetTokenRequest, apb.Token] = Unary(ADMIN, "GetToken", apb.Token)
 REVOKE_TOKEN: Unary[apb.RevokeTokenRequest, apb.Token] = Unary(ADMIN, "RevokeToken", apb.Token)
+UPDATE_TOKEN: Unary[apb.UpdateTokenRequest, apb.Token] = Unary(ADMIN, "UpdateToken", apb.Token)
 QUERY_USAGE: Unary[apb.QueryUsageRequest, apb.QueryUsageResponse] = Unary(
     ADMIN, "QueryUsage", apb.QueryUsageResponse)
 ADMIN_LIST_MODELS: Unary[pb.ListModelsRequest, pb.ListModelsResponse] = Unary(

@@ -67,6 +67,11 @@ class GatewayError(Exception):
         # More trailers: what the traffic layer tried (served model, attempts, should-retry).
         self.extra: tuple[tuple[str, str], ...] = ()
 
+    def with_extra(self, extra: tuple[tuple[str, str], ...]) -> GatewayError:
+        """This error with ``extra`` trailers (for ``raise ... .with_extra(...)``)."""
+        self.extra = (*self.extra, *extra)
+        return self
+
     def trailers(self) -> tuple[tuple[str, str], ...]:
         """The trailing metadata of the aborted RPC: the reason, the upstream's fields, then
         what the traffic layer adds."""
@@ -177,6 +182,21 @@ class NoHealthyUpstream(GatewayError):
 
     code = "UNAVAILABLE"
     reason = "no_healthy_upstream"
+
+
+class RateLimited(GatewayError):
+    """A token, JWT subject or model is over one of its limits (``rate_limit_exceeded``) or has
+    spent its budget for the period (``insufficient_quota``): 429 with Retry-After."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "rate_limit_exceeded"
+
+
+class LimitsUnavailable(GatewayError):
+    """The shared limit counters cannot be reached and the gateway is set to ``fail_closed``."""
+
+    code = "UNAVAILABLE"
+    reason = "limits_unavailable"
 
 
 class ModelBusy(GatewayError):

@@ -25,6 +25,7 @@ from gateway_common.config import GatewayConfig
 from gateway_core.auth.runtime import AuthRuntime, start_auth
 from gateway_core.in_process import HandlerTable, InProcessCore, Registrar
 from gateway_core.interceptors import ErrorInterceptor, MetricsInterceptor
+from gateway_core.limits.limiter import Limiter
 from gateway_core.providers.base import SessionPool
 from gateway_core.registry import ModelRegistry
 from gateway_core.servicers.inference import InferenceServicer
@@ -104,6 +105,7 @@ async def start_core(
     extra_interceptors: Sequence[aio.ServerInterceptor] = (),
 ) -> CoreHandle:
     """Build, bind and start the core. ``port=0`` picks a free port (see ``handle.port``)."""
+    limiter = Limiter.from_config(config)  # (first: it may refuse the config)
     sessions = SessionPool()
     registry = ModelRegistry.from_config(config, sessions)
     await registry.start()
@@ -118,14 +120,14 @@ async def start_core(
     # edge in this one.
     both: Any = Registrar(server, table)
     buffers = ByteBudget(config.limits.max_buffered_bytes)
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(registry, config.limits, buffers),
-                                            both)
+    pb_grpc.add_InferenceServicer_to_server(
+        InferenceServicer(registry, config.limits, buffers, limiter), both)
     pb_grpc.add_ModelsServicer_to_server(ModelsServicer(registry), both)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, both)
     services = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
     if auth is not None:
-        services += auth.add_to_server(both)
+        services += auth.add_to_server(both, limiter)
     _add_reflection(both, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bind_host = host or config.listen.host
     address = f"{bind_host}:{config.listen.grpc_port if port is None else port}"
@@ -134,6 +136,7 @@ async def start_core(
     except RuntimeError:  # grpc's way of saying the bind failed
         bound = 0
     if bound == 0:
+        await limiter.close()
         if auth is not None:
             await auth.close()
         await registry.close()
@@ -145,5 +148,5 @@ async def start_core(
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("core listening on %s:%d (%d models)", bind_host, bound, len(registry.entries()))
     return CoreHandle(server, bound, registry, sessions, health,
-                      extras=[auth] if auth is not None else [], auth=auth,
+                      extras=[limiter, *([auth] if auth is not None else [])], auth=auth,
                       in_process=InProcessCore(table), buffers=buffers)

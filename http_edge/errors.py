@@ -77,6 +77,11 @@ REASON_TABLE: dict[str, ErrorKind] = {
     # is at its concurrency limit; both with Retry-After from the core.
     "no_healthy_upstream": ErrorKind(503, "service_unavailable", "no_healthy_upstream"),
     "model_busy": ErrorKind(429, "rate_limit_error", "model_busy"),
+    # Limits (SPEC §11): a token's or model's rate limit, a spent budget, shared counters down.
+    "rate_limit_exceeded": ErrorKind(429, "rate_limit_error", "rate_limit_exceeded"),
+    "insufficient_quota": ErrorKind(429, "insufficient_quota", "insufficient_quota",
+                                    retry=False),
+    "limits_unavailable": ErrorKind(503, "service_unavailable", "limits_unavailable"),
 }
 
 # HTTP status → kind, for errors the edge raises itself.

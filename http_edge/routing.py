@@ -13,6 +13,7 @@ from grpc import aio
 from gateway_common.core_api import (
     ATTEMPTS_KEY,
     MODEL_KEY,
+    RATELIMIT_PREFIX,
     SERVED_MODEL_KEY,
     SHOULD_RETRY_KEY,
     UPSTREAM_SECONDS_KEY,
@@ -69,6 +70,10 @@ def note_served(state: RequestState, metadata: Metadata) -> None:
     if served:
         state.served_model = served
         state.attempts = trailer(metadata, ATTEMPTS_KEY)
+    limits = tuple((k, v) for k, v in metadata
+                   if k.startswith(RATELIMIT_PREFIX) and isinstance(v, str))
+    if limits:
+        state.ratelimit = limits
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:

@@ -54,12 +54,16 @@ class RequestState:
     served_model: str | None = None
     attempts: str | None = None
     no_retry: bool = False
+    # OpenAI's x-ratelimit-* headers of a limited caller, as the core said.
+    ratelimit: tuple[tuple[str, str], ...] = ()
 
     def served_headers(self, headers: MutableMapping[str, str]) -> None:
         if self.served_model is not None:
             headers["x-gateway-model"] = self.served_model
         if self.attempts is not None:
             headers["x-gateway-attempts"] = self.attempts
+        for key, value in self.ratelimit:
+            headers[key] = value
 
 
 # A model route's label until the core names the model the request resolved to (it stays when

@@ -11,10 +11,12 @@ from typing import Any
 
 from grpc import aio
 
-from gateway_core.auth.records import TokenRecord, UsageRow
+from gateway_common.config import RateLimits
+from gateway_core.auth.records import LIMIT_FIELDS, TokenRecord, UsageRow, limits_to_json
 from gateway_core.auth.service import TokenService
 from gateway_core.auth.usage import UsageRecorder
 from gateway_core.errors import InvalidRequest
+from gateway_core.limits.limiter import Limiter
 from gateway_core.registry import TASK_NAME, ModelRegistry
 from inference_gateway.v1 import admin_pb2 as apb
 from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
@@ -34,13 +36,28 @@ def _secs(value: float | None) -> int:
     return int(value) if value is not None else 0
 
 
-def token_proto(r: TokenRecord, now: float | None = None) -> apb.Token:
-    return apb.Token(
+def limits_proto(limits: RateLimits | dict[str, int]) -> apb.TokenLimits:
+    values = limits if isinstance(limits, dict) else limits_to_json(limits)
+    return apb.TokenLimits(**values)
+
+
+def limits_of(message: apb.TokenLimits) -> RateLimits:
+    return RateLimits(**{name: getattr(message, name) for name in LIMIT_FIELDS
+                         if message.HasField(name)})
+
+
+def token_proto(r: TokenRecord, now: float | None = None,
+                remaining: dict[str, int] | None = None) -> apb.Token:
+    token = apb.Token(
         id=r.id, name=r.name, prefix=r.prefix, models=list(r.models),
         created_at=_secs(r.created_at), expires_at=_secs(r.expires_at),
         last_used_at=_secs(r.last_used_at), revoked_at=_secs(r.revoked_at),
-        status=r.status(time.time() if now is None else now),
+        status=r.status(time.time() if now is None else now), priority=r.priority,
+        limits=limits_proto(r.limits),
     )
+    if remaining:
+        token.remaining.CopyFrom(limits_proto(remaining))
+    return token
 
 
 def usage_proto(r: UsageRow) -> apb.UsageRow:
@@ -53,10 +70,17 @@ def usage_proto(r: UsageRow) -> apb.UsageRow:
 
 class AdminServicer(apb_grpc.AdminServicer):
     def __init__(self, tokens: TokenService, registry: ModelRegistry,
-                 usage: UsageRecorder) -> None:
+                 usage: UsageRecorder, limiter: Limiter | None = None) -> None:
         self.tokens = tokens
         self.registry = registry
         self.usage = usage
+        self.limiter = limiter
+
+    async def _shown(self, r: TokenRecord, now: float | None = None) -> apb.Token:
+        remaining = None
+        if self.limiter is not None and r.limits.any() and r.revoked_at is None:
+            remaining = await self.limiter.remaining(r.id, r.limits)
+        return token_proto(r, now, remaining)
 
     async def CreateToken(self, request: apb.CreateTokenRequest, context: Ctx
                           ) -> apb.CreateTokenResponse:
@@ -67,20 +91,26 @@ class AdminServicer(apb_grpc.AdminServicer):
             expires_at = float(request.expires_at)
         elif request.expires_in_seconds:
             expires_at = time.time() + request.expires_in_seconds
-        record, secret = await self.tokens.create(request.name, list(request.models), expires_at)
-        return apb.CreateTokenResponse(token=token_proto(record), secret=secret)
+        record, secret = await self.tokens.create(
+            request.name, list(request.models), expires_at, limits_of(request.limits),
+            request.priority or "standard")
+        return apb.CreateTokenResponse(token=await self._shown(record), secret=secret)
 
     async def ListTokens(self, request: apb.ListTokensRequest, context: Ctx
                          ) -> apb.ListTokensResponse:
         now = time.time()
         tokens = await self.tokens.list(request.model or None, request.include_revoked)
-        return apb.ListTokensResponse(tokens=[token_proto(t, now) for t in tokens])
+        return apb.ListTokensResponse(tokens=[await self._shown(t, now) for t in tokens])
 
     async def GetToken(self, request: apb.GetTokenRequest, context: Ctx) -> apb.Token:
-        return token_proto(await self.tokens.get(request.id))
+        return await self._shown(await self.tokens.get(request.id))
 
     async def RevokeToken(self, request: apb.RevokeTokenRequest, context: Ctx) -> apb.Token:
         return token_proto(await self.tokens.revoke(request.id))
+
+    async def UpdateToken(self, request: apb.UpdateTokenRequest, context: Ctx) -> apb.Token:
+        return await self._shown(await self.tokens.update(
+            request.id, limits_of(request.limits), request.priority or None))
 
     async def QueryUsage(self, request: apb.QueryUsageRequest, context: Ctx
                          ) -> apb.QueryUsageResponse:
@@ -98,7 +128,18 @@ class AdminServicer(apb_grpc.AdminServicer):
             token_id=request.token_id or None, model=model,
             start=request.start_time or None, end=request.end_time or None,
             group_by=_GROUP_BY.get(request.group_by, "token_and_model"))
-        return apb.QueryUsageResponse(rows=[usage_proto(r) for r in rows])
+        out = apb.QueryUsageResponse(rows=[usage_proto(r) for r in rows])
+        shown: dict[str, apb.Token] = {}
+        for row in out.rows:
+            if not row.token_id:
+                continue
+            if row.token_id not in shown:
+                record = await self.tokens.store.get_token(row.token_id)
+                shown[row.token_id] = await self._shown(record) if record is not None \
+                    else apb.Token()
+            row.limits.CopyFrom(shown[row.token_id].limits)
+            row.remaining.CopyFrom(shown[row.token_id].remaining)
+        return out
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Ctx
                          ) -> pb.ListModelsResponse:

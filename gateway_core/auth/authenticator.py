@@ -114,7 +114,8 @@ class Authenticator:
         if entry is None or now - entry.fetched > self.cache_seconds:
             record = await self.store.find_token(digest)
             identity = None if record is None else Identity.of_models(
-                record.id, record.name, record.models)
+                record.id, record.name, record.models, limits=record.limits,
+                priority=record.priority)
             entry = _Entry(record, identity, now)
             if len(self._entries) >= _CACHE_MAX:
                 self._entries.clear()

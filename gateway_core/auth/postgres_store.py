@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 
-from gateway_core.auth.records import TokenRecord, UsageRecord, UsageRow
+from gateway_common.config import RateLimits
+from gateway_core.auth.records import (
+    TokenRecord,
+    UsageRecord,
+    UsageRow,
+    limits_from_json,
+    limits_to_json,
+)
 from gateway_core.auth.store import BootstrapResult, StoreUnavailable, TokenStore
 
 log = logging.getLogger(__name__)
@@ -57,9 +65,14 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX igw_usage_token_ts ON igw_usage (token_id, ts)",
         "CREATE INDEX igw_usage_model_ts ON igw_usage (model, ts)",
     ],
+    [
+        "ALTER TABLE igw_tokens ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE igw_tokens ADD COLUMN priority TEXT NOT NULL DEFAULT 'standard'",
+    ],
 ]
 
-_COLUMNS = ("id, name, prefix, hash, models, created_at, expires_at, last_used_at, revoked_at")
+_COLUMNS = ("id, name, prefix, hash, models, created_at, expires_at, last_used_at, revoked_at, "
+            "limits, priority")
 _GROUPS = {
     "token": ("token_id", "''"),
     "model": ("''", "model"),
@@ -72,6 +85,8 @@ def _token(row: asyncpg.Record) -> TokenRecord:
         id=row["id"], name=row["name"], prefix=row["prefix"], hash=row["hash"],
         models=tuple(row["models"]), created_at=row["created_at"], expires_at=row["expires_at"],
         last_used_at=row["last_used_at"], revoked_at=row["revoked_at"],
+        limits=limits_from_json(json.loads(row["limits"] or "{}")),
+        priority=row["priority"] or "standard",
     )
 
 
@@ -176,9 +191,10 @@ class PostgresStore(TokenStore):
     @staticmethod
     async def _insert(conn: asyncpg.Connection, r: TokenRecord) -> None:
         await conn.execute(
-            f"INSERT INTO igw_tokens ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            f"INSERT INTO igw_tokens ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+            "$10, $11)",
             r.id, r.name, r.prefix, r.hash, list(r.models), r.created_at, r.expires_at,
-            r.last_used_at, r.revoked_at)
+            r.last_used_at, r.revoked_at, json.dumps(limits_to_json(r.limits)), r.priority)
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, r.id)
 
     async def bootstrap(self, admin_hash: str | None, initial: TokenRecord | None
@@ -227,6 +243,21 @@ class PostgresStore(TokenStore):
                 row = await conn.fetchrow(
                     f"UPDATE igw_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 "
                     f"RETURNING {_COLUMNS}", at, token_id)
+                if row is None:
+                    return None
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, token_id)
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable("the token store is unavailable") from exc
+        return _token(row)
+
+    async def update_token(self, token_id: str, limits: RateLimits, priority: str
+                           ) -> TokenRecord | None:
+        try:
+            async with self._p().acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"UPDATE igw_tokens SET limits = $1, priority = $2 WHERE id = $3 "
+                    f"RETURNING {_COLUMNS}", json.dumps(limits_to_json(limits)), priority,
+                    token_id)
                 if row is None:
                     return None
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, token_id)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from gateway_common.config import RateLimits
 
 PREFIX = "igw_"
 ADMIN_PREFIX = "igw_admin_"
@@ -59,6 +61,9 @@ class TokenRecord:
     expires_at: float | None = None
     last_used_at: float | None = None
     revoked_at: float | None = None
+    # What it may use (SPEC §11) and its highest priority class.
+    limits: RateLimits = field(default_factory=RateLimits)
+    priority: str = "standard"
 
     def allows(self, model_id: str) -> bool:
         return ALL_MODELS in self.models or model_id in self.models
@@ -70,6 +75,20 @@ class TokenRecord:
         if self.revoked_at is not None:
             return "revoked"
         return "expired" if self.expired(now) else "active"
+
+
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "daily_tokens", "monthly_tokens")
+
+
+def limits_to_json(limits: RateLimits) -> dict[str, int]:
+    return {k: getattr(limits, k) for k in LIMIT_FIELDS if getattr(limits, k) is not None}
+
+
+def limits_from_json(data: Any) -> RateLimits:
+    if not isinstance(data, dict):
+        return RateLimits()
+    return RateLimits(**{k: int(v) for k, v in data.items() if k in LIMIT_FIELDS
+                         and isinstance(v, int | float) and v > 0})
 
 
 class UsageRecord(NamedTuple):

@@ -23,6 +23,7 @@ from gateway_core.auth.service import Resolver, TokenService, make_token
 from gateway_core.auth.store import TokenStore, open_store
 from gateway_core.auth.usage import UsageInterceptor, UsageRecorder
 from gateway_core.errors import ModelNotFound
+from gateway_core.limits.limiter import Limiter
 from gateway_core.registry import ModelRegistry
 from inference_gateway.v1 import admin_pb2 as apb
 from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
@@ -60,10 +61,10 @@ class AuthRuntime:
         ]
         self._registry = registry
 
-    def add_to_server(self, server: aio.Server) -> list[str]:
+    def add_to_server(self, server: aio.Server, limiter: Limiter | None = None) -> list[str]:
         """Add the Admin service; returns the service names it adds."""
         apb_grpc.add_AdminServicer_to_server(
-            AdminServicer(self.tokens, self._registry, self.usage), server)
+            AdminServicer(self.tokens, self._registry, self.usage, limiter), server)
         return [ADMIN_SERVICE]
 
     async def close(self) -> None:

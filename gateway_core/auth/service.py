@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from gateway_common.config import PRIORITIES, RateLimits
 from gateway_core.auth.records import (
     ALL_MODELS,
+    LIMIT_FIELDS,
     SHOWN_CHARS,
     TokenRecord,
     hash_secret,
@@ -22,20 +24,33 @@ from gateway_core.errors import InvalidRequest, NotFound
 
 MAX_NAME = 200
 MAX_MODELS = 1000
+MAX_LIMIT = 10**15
 
 # Model name or alias → its id, or None when no such model is configured.
 Resolver = Callable[[str], str | None]
 
 
 def make_token(name: str, models: tuple[str, ...], expires_at: float | None,
-               now: float | None = None) -> tuple[TokenRecord, str]:
+               now: float | None = None, limits: RateLimits | None = None,
+               priority: str = "standard") -> tuple[TokenRecord, str]:
     """A new token record and its secret (the only time the secret exists)."""
     secret = new_secret()
     record = TokenRecord(
         id=new_token_id(), name=name, prefix=secret[:SHOWN_CHARS], hash=hash_secret(secret),
         models=models, created_at=time.time() if now is None else now, expires_at=expires_at,
+        limits=limits or RateLimits(), priority=priority,
     )
     return record, secret
+
+
+def check_limits(limits: RateLimits, priority: str) -> None:
+    for name in LIMIT_FIELDS:
+        value = getattr(limits, name)
+        if value is not None and not 1 <= value <= MAX_LIMIT:
+            raise InvalidRequest(f"the limit '{name}' must be between 1 and {MAX_LIMIT} (unset: "
+                                 "no limit)")
+    if priority not in PRIORITIES:
+        raise InvalidRequest(f"the priority must be one of {', '.join(PRIORITIES)}")
 
 
 class TokenService:
@@ -62,7 +77,8 @@ class TokenService:
                 ids.append(model_id)
         return (ALL_MODELS,) if ALL_MODELS in ids else tuple(ids)
 
-    async def create(self, name: str, models: list[str], expires_at: float | None
+    async def create(self, name: str, models: list[str], expires_at: float | None,
+                     limits: RateLimits | None = None, priority: str = "standard"
                      ) -> tuple[TokenRecord, str]:
         name = name.strip()
         if not name:
@@ -74,9 +90,22 @@ class TokenService:
         now = time.time()
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("the expiry is in the past")
-        record, secret = make_token(name, ids, expires_at, now)
+        check_limits(limits or RateLimits(), priority)
+        record, secret = make_token(name, ids, expires_at, now, limits, priority)
         await self.store.create_token(record)
         return record, secret
+
+    async def update(self, token_id: str, limits: RateLimits, priority: str | None
+                     ) -> TokenRecord:
+        current = await self.get(token_id)
+        priority = priority or current.priority
+        check_limits(limits, priority)
+        record = await self.store.update_token(token_id, limits, priority)
+        if record is None:
+            raise NotFound(f"no token with id '{token_id[:100]}'")
+        if self.on_revoke is not None:
+            self.on_revoke(record.id)  # (drops what this replica cached of the token)
+        return record
 
     async def list(self, model: str | None = None, include_revoked: bool = False
                    ) -> list[TokenRecord]:

@@ -28,7 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway_core.auth.records import TokenRecord, UsageRecord, UsageRow
+from gateway_common.config import RateLimits
+from gateway_core.auth.records import (
+    TokenRecord,
+    UsageRecord,
+    UsageRow,
+    limits_from_json,
+    limits_to_json,
+)
 from gateway_core.auth.store import BootstrapResult, StoreUnavailable, TokenStore
 
 log = logging.getLogger(__name__)
@@ -71,10 +78,14 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX usage_token_ts ON usage (token_id, ts)",
         "CREATE INDEX usage_model_ts ON usage (model, ts)",
     ],
+    [
+        "ALTER TABLE tokens ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE tokens ADD COLUMN priority TEXT NOT NULL DEFAULT 'standard'",
+    ],
 ]
 
 _TOKEN_COLUMNS = ("id, name, prefix, hash, models, created_at, expires_at, last_used_at, "
-                  "revoked_at")
+                  "revoked_at, limits, priority")
 _BUMP = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'"
 _GROUPS = {
     "token": ("u.token_id", "''"),
@@ -87,6 +98,7 @@ def _token(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(
         id=row[0], name=row[1], prefix=row[2], hash=row[3], models=tuple(json.loads(row[4])),
         created_at=row[5], expires_at=row[6], last_used_at=row[7], revoked_at=row[8],
+        limits=limits_from_json(json.loads(row[9] or "{}")), priority=row[10] or "standard",
     )
 
 
@@ -228,9 +240,10 @@ class SqliteStore(TokenStore):
     @staticmethod
     def _insert(conn: sqlite3.Connection, r: TokenRecord) -> None:
         conn.execute(
-            f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (r.id, r.name, r.prefix, r.hash, json.dumps(list(r.models)), r.created_at,
-             r.expires_at, r.last_used_at, r.revoked_at),
+             r.expires_at, r.last_used_at, r.revoked_at, json.dumps(limits_to_json(r.limits)),
+             r.priority),
         )
         conn.execute(_BUMP)
 
@@ -261,6 +274,18 @@ class SqliteStore(TokenStore):
             cur = conn.execute(
                 "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
                 (at, token_id))
+            if cur.rowcount == 0:
+                return None
+            conn.execute(_BUMP)
+            return self._select_one("id", token_id)
+
+        return await self._run(self._write, run, True)
+
+    async def update_token(self, token_id: str, limits: RateLimits, priority: str
+                           ) -> TokenRecord | None:
+        def run(conn: sqlite3.Connection) -> TokenRecord | None:
+            cur = conn.execute("UPDATE tokens SET limits = ?, priority = ? WHERE id = ?",
+                               (json.dumps(limits_to_json(limits)), priority, token_id))
             if cur.rowcount == 0:
                 return None
             conn.execute(_BUMP)

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway_common.config import GatewayConfig
+from gateway_common.config import GatewayConfig, RateLimits
 from gateway_core.auth.records import TokenRecord, UsageRecord, UsageRow
 from gateway_core.errors import GatewayError
 
@@ -76,6 +76,11 @@ class TokenStore(ABC):
     @abstractmethod
     async def revoke_token(self, token_id: str, at: float) -> TokenRecord | None:
         """Mark revoked (keeping an earlier revocation time); None when unknown."""
+
+    @abstractmethod
+    async def update_token(self, token_id: str, limits: RateLimits, priority: str
+                           ) -> TokenRecord | None:
+        """Set a token's limits and priority class; None when unknown."""
 
     @abstractmethod
     async def touch_tokens(self, last_used: Mapping[str, float]) -> None:

@@ -29,6 +29,7 @@ from gateway_core import audio, templates
 from gateway_core.auth.identity import current_identity
 from gateway_core.errors import InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
+from gateway_core.limits.limiter import Limiter
 from gateway_core.providers.base import Call, Provider
 from gateway_core.registry import ModelEntry, ModelRegistry
 from gateway_core.traffic.admission import RANK
@@ -118,10 +119,6 @@ def priority_of(context: Ctx) -> str:
     return asked if RANK[asked] >= RANK[allowed] else allowed
 
 
-def tenant_of() -> str:
-    identity = current_identity.get()
-    return identity.token_id if identity is not None else ""
-
 
 def chat_key(entry: ModelEntry, request: pb.ChatRequest) -> str | None:
     """The start of the rendered prompt, for prefix_affinity (None for other balancers)."""
@@ -181,8 +178,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     """Serves every task by handing the typed request to the model's provider."""
 
     def __init__(self, registry: ModelRegistry, limits: LimitsConfig | None = None,
-                 buffers: ByteBudget | None = None) -> None:
+                 buffers: ByteBudget | None = None, limiter: Limiter | None = None) -> None:
         self.registry = registry
+        # Rate limits and budgets (None: nothing is limited).
+        self.limiter = limiter
         limits = limits or LimitsConfig()
         self.max_prompt_chars = limits.max_prompt_chars
         self.max_upload_bytes = limits.max_upload_bytes
@@ -206,10 +205,16 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         context.set_trailing_metadata(((MODEL_KEY, entry.id),))
         return entry, make_call(context, entry, self.buffers)
 
-    @staticmethod
-    def _way(entry: ModelEntry, call: Call, context: Ctx, key: str | None = None) -> Route:
-        return Route(entry.chain, call, priority=priority_of(context), tenant=tenant_of(),
-                     key=key)
+    def _way(self, entry: ModelEntry, call: Call, context: Ctx, key: str | None = None,
+             size: Callable[[], int] = int) -> Route:
+        """The request's way through its model's pool, within its limits (``size``: the
+        request's size in bytes, from which its prompt tokens are estimated)."""
+        identity = current_identity.get()
+        gate = None if self.limiter is None else self.limiter.gate(
+            entry.id, entry.config.limits, identity, size)
+        return Route(entry.chain, call, priority=priority_of(context),
+                     tenant=identity.token_id if identity is not None else "", key=key,
+                     gate=gate)
 
     async def _unary(self, model: str, task: str, context: Ctx,
                      fn: Callable[[Provider, Call], Awaitable[T]],
@@ -228,7 +233,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Chat(self, request: pb.ChatRequest, context: Ctx) -> pb.ChatResponse:
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
-        route = self._way(entry, call, context, chat_key(entry, request))
+        route = self._way(entry, call, context, chat_key(entry, request),
+                          size=request.ByteSize)
         try:
             if request.chat_template:
                 completion = await self._templated(request)
@@ -252,7 +258,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.ChatChunk]:
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
-        route = self._way(entry, call, context, chat_key(entry, request))
+        route = self._way(entry, call, context, chat_key(entry, request),
+                          size=request.ByteSize)
         first = True
         try:
             if request.chat_template:
@@ -280,7 +287,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Complete(self, request: pb.CompletionRequest, context: Ctx) -> pb.CompletionResponse:
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
-        route = self._way(entry, call, context, completion_key(entry, request.prompt))
+        route = self._way(entry, call, context, completion_key(entry, request.prompt),
+                          size=request.ByteSize)
         try:
             if via_stream(entry, request.extra):
                 return await completion_from_stream(route.stream(
@@ -294,7 +302,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.CompletionChunk]:
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
-        route = self._way(entry, call, context, completion_key(entry, request.prompt))
+        route = self._way(entry, call, context, completion_key(entry, request.prompt),
+                          size=request.ByteSize)
         first = True
         try:
             async with delegate(route.stream(lambda p, c: p.complete_stream(request, c),
@@ -312,7 +321,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if not request.inputs:
             raise InvalidRequest("'input' must hold at least one text")
         check_texts(request.inputs, self.max_prompt_chars)
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, size=request.ByteSize)
         try:
             return await route.unary(lambda p, c: p.embed(request, c))
         finally:
@@ -323,7 +332,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if not request.texts:
             raise InvalidRequest("'texts' must hold at least one text")
         check_texts((request.query, *request.texts), self.max_prompt_chars)
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, size=request.ByteSize)
         try:
             return await route.unary(lambda p, c: p.rerank(request, c))
         finally:
@@ -334,7 +343,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if not request.inputs:
             raise InvalidRequest("'inputs' must hold at least one text")
         check_texts(request.inputs, self.max_prompt_chars)
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, size=request.ByteSize)
         try:
             return await route.unary(lambda p, c: p.classify(request, c))
         finally:
@@ -406,7 +415,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "speech", context)
         check_texts((request.input, request.instructions), self.max_prompt_chars,
                     extra=request.params.ByteSize())
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, size=request.ByteSize)
         try:
             return await route.unary(lambda p, c: p.speech(request, c))
         finally:
@@ -415,7 +424,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def GenerateImage(self, request: pb.ImageRequest, context: Ctx) -> pb.ImageResponse:
         entry, call = self._route(request.model, "image", context)
         check_texts((request.prompt,), self.max_prompt_chars, extra=request.params.ByteSize())
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, size=request.ByteSize)
         try:
             return await route.unary(lambda p, c: p.image(request, c))
         finally:
@@ -424,7 +433,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Translate(self, request: pb.TranslateRequest, context: Ctx) -> pb.TranslateResponse:
         entry, call = self._route(request.model, "translation", context)
         check_texts((request.text,), self.max_prompt_chars, extra=request.params.ByteSize())
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, size=request.ByteSize)
         try:
             return await route.unary(lambda p, c: p.translate(request, c))
         finally:
@@ -435,7 +444,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if (size := request.ByteSize()) > self.max_prompt_chars:
             raise PayloadTooLarge(f"the predict input is {size} bytes; the limit is "
                                   f"{self.max_prompt_chars}")
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, size=request.ByteSize)
         try:
             return await route.unary(lambda p, c: p.predict(request, c))
         finally:

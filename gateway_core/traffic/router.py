@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 
 from gateway_common.core_api import ATTEMPTS_KEY, SERVED_MODEL_KEY, SHOULD_RETRY_KEY
@@ -28,6 +29,7 @@ from gateway_core.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from gateway_core.limits.limiter import Gate
 from gateway_core.providers.base import Call, Provider
 from gateway_core.traffic import metrics
 from gateway_core.traffic.pool import Endpoint, Pool
@@ -129,7 +131,7 @@ class Route:
     """One request's attempts over ``chain`` (the model's pool, then its fallbacks')."""
 
     def __init__(self, chain: Sequence[Pool], call: Call, *, priority: str = "standard",
-                 tenant: str = "", key: str | None = None) -> None:
+                 tenant: str = "", key: str | None = None, gate: Gate | None = None) -> None:
         self.chain = chain
         self.call = call
         self.priority = priority
@@ -141,10 +143,16 @@ class Route:
         self.tried: list[Endpoint] = []
         # Continues a stream that failed after its first content (resume_streams), or None.
         self.resumer: Resumer[Any] | None = None
+        # The request's rate limits and budgets, when any apply.
+        self.gate = gate
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """What served the request, for the caller (headers at the edge)."""
-        return ((SERVED_MODEL_KEY, self.served), (ATTEMPTS_KEY, str(self.attempts)))
+        """What served the request, for the caller (headers at the edge), and its rate limits'
+        state (OpenAI's x-ratelimit-* headers)."""
+        served = ((SERVED_MODEL_KEY, self.served), (ATTEMPTS_KEY, str(self.attempts)))
+        if self.gate is not None and self.gate.headers:
+            return (*served, *self.gate.headers)
+        return served
 
     def _annotated(self, exc: GatewayError) -> GatewayError:
         """The error the caller gets: it says what was tried, and tells SDKs not to retry what
@@ -232,8 +240,27 @@ class Route:
         assert isinstance(self.last, GatewayError)
         return self._annotated(self.last)
 
+    def _left(self) -> float:
+        return self.call.deadline - asyncio.get_running_loop().time()
+
     async def unary(self, fn: Callable[[Provider, Call], Awaitable[T]]) -> T:
-        """The answer of the first attempt that succeeds (see the module's docstring)."""
+        """The answer of the first attempt that succeeds (see the module's docstring), within
+        the request's limits when it has any (``gate``)."""
+        gate = self.gate
+        if gate is None:
+            return await self._unary(fn)
+        await gate.enter(self._left())
+        tokens = None
+        try:
+            result = await self._unary(fn)
+            usage = getattr(result, "usage", None)
+            if usage is not None and usage.total_tokens:
+                tokens = usage.total_tokens
+            return result
+        finally:
+            gate.leave(tokens)
+
+    async def _unary(self, fn: Callable[[Provider, Call], Awaitable[T]]) -> T:
         for index, pool in enumerate(self.chain):
             if not await self._admit(index, pool):
                 continue
@@ -260,11 +287,37 @@ class Route:
                 break
         raise self._exhausted()
 
-    async def stream(self, fn: Callable[[Provider, Call], AsyncIterator[C]],
-                     committed: Callable[[C], bool]) -> AsyncGenerator[C, None]:
+    def stream(self, fn: Callable[[Provider, Call], AsyncIterator[C]],
+               committed: Callable[[C], bool]) -> AsyncGenerator[C, None]:
         """The chunks of the first attempt that reaches its first content, then the rest of its
-        stream (see the module's docstring). One generator layer, the loops inline: every chunk
-        of every stream passes through here."""
+        stream (see the module's docstring), within the request's limits when it has any."""
+        chunks = self._stream(fn, committed)
+        return chunks if self.gate is None else self._gated(self.gate, chunks)
+
+    async def _gated(self, gate: Gate, chunks: AsyncGenerator[C, None]
+                     ) -> AsyncGenerator[C, None]:
+        """``chunks`` admitted by ``gate``, and reconciled with the final usage (or, when the
+        stream ends early, the prompt's estimate plus about a token per chunk sent)."""
+        await gate.enter(self._left())
+        tokens = None
+        sent = 0
+        last = None
+        try:
+            async with aclosing(chunks):
+                async for last in chunks:
+                    sent += 1
+                    yield last
+            usage = getattr(last, "usage", None)
+            if usage is not None and last is not None and last.HasField("usage"):  # type: ignore[attr-defined]
+                tokens = usage.total_tokens
+        finally:
+            gate.leave(tokens if tokens is not None else
+                       (gate.estimate + sent if sent else None))
+
+    async def _stream(self, fn: Callable[[Provider, Call], AsyncIterator[C]],
+                      committed: Callable[[C], bool]) -> AsyncGenerator[C, None]:
+        """One generator layer, the loops inline: every chunk of every stream passes through
+        here."""
         for index, pool in enumerate(self.chain):
             if not await self._admit(index, pool):
                 continue

@@ -1,8 +1,11 @@
 """The ``admin`` dialect: the core's Admin service as JSON under ``/admin/``.
 
 ``POST /admin/tokens`` (``{"name", "models": [...] | "model", "expires_in": "30d" | seconds,
-"expires_at": Unix seconds | ISO date}``, 201 with the token and its ``secret``, shown once),
-``GET /admin/tokens[?model=&include_revoked=true]``, ``GET /admin/tokens/{id}``,
+"expires_at": Unix seconds | ISO date, "limits": {"rpm", "tpm", "max_concurrency",
+"daily_tokens", "monthly_tokens"}, "priority"}``, 201 with the token and its ``secret``, shown
+once), ``PATCH /admin/tokens/{id}`` (``{"limits": {...}, "priority"}``: the limits replace the
+old ones whole), ``GET /admin/tokens[?model=&include_revoked=true]``, ``GET /admin/tokens/{id}``
+(each with its ``limits`` and what is ``remaining`` of them),
 ``DELETE /admin/tokens/{id}`` (or ``POST /admin/tokens/{id}/revoke``),
 ``GET /admin/usage[?token_id=&model=&since=24h|start=&end=&group_by=token|model|token_and_model]``
 and ``GET /admin/models``.
@@ -26,6 +29,7 @@ from gateway_common.core_api import (
     LIST_TOKENS,
     QUERY_USAGE,
     REVOKE_TOKEN,
+    UPDATE_TOKEN,
 )
 from gateway_common.durations import parse_duration, parse_expiry, parse_time
 from http_edge.body import Fields, read_object
@@ -42,7 +46,10 @@ _GROUP_BY = {
     "model": apb.QueryUsageRequest.GROUP_BY_MODEL,
     "token_and_model": apb.QueryUsageRequest.GROUP_BY_TOKEN_AND_MODEL,
 }
-_CREATE_KEYS = frozenset({"name", "model", "models", "expires_in", "expires_at"})
+_CREATE_KEYS = frozenset({"name", "model", "models", "expires_in", "expires_at", "limits",
+                          "priority"})
+_UPDATE_KEYS = frozenset({"limits", "priority"})
+LIMIT_NAMES = ("rpm", "tpm", "max_concurrency", "daily_tokens", "monthly_tokens")
 
 
 def error_json(err: EdgeError, request_id: str) -> dict[str, Any]:
@@ -61,13 +68,48 @@ def _time(value: int) -> int | None:
     return value or None
 
 
+def limits_json(limits: apb.TokenLimits) -> dict[str, int]:
+    return {name: getattr(limits, name) for name in LIMIT_NAMES if limits.HasField(name)}
+
+
 def token_json(t: apb.Token) -> dict[str, Any]:
     return {
         "id": t.id, "name": t.name, "prefix": t.prefix, "models": list(t.models),
         "created_at": t.created_at, "expires_at": _time(t.expires_at),
         "last_used_at": _time(t.last_used_at), "revoked_at": _time(t.revoked_at),
-        "status": t.status,
+        "status": t.status, "priority": t.priority or "standard",
+        "limits": limits_json(t.limits), "remaining": limits_json(t.remaining),
     }
+
+
+def limits_request(value: Any) -> apb.TokenLimits:
+    """``{"rpm": 60, ...}`` → TokenLimits (400 naming the bad field; null: no limit)."""
+    if value is None:
+        return apb.TokenLimits()
+    if not isinstance(value, dict):
+        raise EdgeError.bad_request("'limits' must be an object", param="limits")
+    out = apb.TokenLimits()
+    for name, v in value.items():
+        if name not in LIMIT_NAMES:
+            raise EdgeError.bad_request(
+                f"unknown limit '{str(name)[:40]}' (expected: {', '.join(LIMIT_NAMES)})",
+                param=f"limits.{str(name)[:40]}")
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise EdgeError.bad_request(f"'limits.{name}' must be a positive integer or null",
+                                        param=f"limits.{name}")
+        setattr(out, name, min(v, 2**63 - 1))
+    return out
+
+
+def _priority(body: dict[str, Any]) -> str:
+    value = body.get("priority")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise EdgeError.bad_request("'priority' must be a string", param="priority")
+    return value
 
 
 def create_request(body: dict[str, Any]) -> apb.CreateTokenRequest:
@@ -85,6 +127,8 @@ def create_request(body: dict[str, Any]) -> apb.CreateTokenRequest:
         raise EdgeError.bad_request("'models' (a list of model ids, or \"*\") is required",
                                     param="models")
     req.models.extend([*(models or []), *([model] if model else [])])
+    req.limits.CopyFrom(limits_request(body.get("limits")))
+    req.priority = _priority(body)
     expires_in, expires_at = f.get("expires_in"), f.get("expires_at")
     try:
         if isinstance(expires_at, str):
@@ -153,6 +197,18 @@ async def revoke_token(request: web.Request) -> web.Response:
     return json_response(token_json(resp))
 
 
+async def update_token(request: web.Request) -> web.Response:
+    body = await read_object(request, request.app[CONFIG].limits.max_body_bytes)
+    unknown = sorted(set(body) - _UPDATE_KEYS)
+    if unknown:
+        raise EdgeError.bad_request(
+            f"unknown field '{unknown[0]}' (expected: {', '.join(sorted(_UPDATE_KEYS))})",
+            param=unknown[0])
+    req = apb.UpdateTokenRequest(id=request.match_info["id"], priority=_priority(body))
+    req.limits.CopyFrom(limits_request(body.get("limits")))
+    return json_response(token_json(await unary(request, UPDATE_TOKEN, req)))
+
+
 async def usage(request: web.Request) -> web.Response:
     req = usage_request(request.query)
     resp = await unary(request, QUERY_USAGE, req)
@@ -161,6 +217,8 @@ async def usage(request: web.Request) -> web.Response:
         "model": r.model or None, "requests": r.requests, "errors": r.errors,
         "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
         "mean_latency_ms": round(r.mean_latency_ms, 3), "end_users": r.end_users,
+        **({"limits": limits_json(r.limits), "remaining": limits_json(r.remaining)}
+           if r.token_id else {}),
     } for r in resp.rows]})
 
 
@@ -185,6 +243,7 @@ def setup(app: web.Application) -> None:
         ("GET", "/admin/tokens", list_tokens),
         ("GET", "/admin/tokens/{id}", get_token),
         ("DELETE", "/admin/tokens/{id}", revoke_token),
+        ("PATCH", "/admin/tokens/{id}", update_token),
         ("POST", "/admin/tokens/{id}/revoke", revoke_token),
         ("GET", "/admin/usage", usage),
         ("GET", "/admin/models", list_models),

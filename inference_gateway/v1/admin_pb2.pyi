@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Token(_message.Message):
-    __slots__ = ("id", "name", "prefix", "models", "created_at", "expires_at", "last_used_at", "revoked_at", "status")
+    __slots__ = ("id", "name", "prefix", "models", "created_at", "expires_at", "last_used_at", "revoked_at", "status", "limits", "priority", "remaining")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,9 @@ class Token(_message.Message):
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     prefix: str
@@ -28,19 +31,50 @@ class Token(_message.Message):
     last_used_at: int
     revoked_at: int
     status: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., prefix: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., last_used_at: _Optional[int] = ..., revoked_at: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+    limits: TokenLimits
+    priority: str
+    remaining: TokenLimits
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., prefix: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., last_used_at: _Optional[int] = ..., revoked_at: _Optional[int] = ..., status: _Optional[str] = ..., limits: _Optional[_Union[TokenLimits, _Mapping]] = ..., priority: _Optional[str] = ..., remaining: _Optional[_Union[TokenLimits, _Mapping]] = ...) -> None: ...
+
+class TokenLimits(_message.Message):
+    __slots__ = ("rpm", "tpm", "max_concurrency", "daily_tokens", "monthly_tokens")
+    RPM_FIELD_NUMBER: _ClassVar[int]
+    TPM_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    DAILY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    rpm: int
+    tpm: int
+    max_concurrency: int
+    daily_tokens: int
+    monthly_tokens: int
+    def __init__(self, rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., daily_tokens: _Optional[int] = ..., monthly_tokens: _Optional[int] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("name", "models", "expires_in_seconds", "expires_at")
+    __slots__ = ("name", "models", "expires_in_seconds", "expires_at", "limits", "priority")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedScalarFieldContainer[str]
     expires_in_seconds: int
     expires_at: int
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., expires_in_seconds: _Optional[int] = ..., expires_at: _Optional[int] = ...) -> None: ...
+    limits: TokenLimits
+    priority: str
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., expires_in_seconds: _Optional[int] = ..., expires_at: _Optional[int] = ..., limits: _Optional[_Union[TokenLimits, _Mapping]] = ..., priority: _Optional[str] = ...) -> None: ...
+
+class UpdateTokenRequest(_message.Message):
+    __slots__ = ("id", "limits", "priority")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    limits: TokenLimits
+    priority: str
+    def __init__(self, id: _Optional[str] = ..., limits: _Optional[_Union[TokenLimits, _Mapping]] = ..., priority: _Optional[str] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("token", "secret")
@@ -101,7 +135,7 @@ class QueryUsageRequest(_message.Message):
     def __init__(self, token_id: _Optional[str] = ..., model: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., group_by: _Optional[_Union[QueryUsageRequest.GroupBy, str]] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("token_id", "token_name", "model", "requests", "errors", "prompt_tokens", "completion_tokens", "mean_latency_ms", "end_users")
+    __slots__ = ("token_id", "token_name", "model", "requests", "errors", "prompt_tokens", "completion_tokens", "mean_latency_ms", "end_users", "limits", "remaining")
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +145,8 @@ class UsageRow(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MEAN_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     END_USERS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
     token_id: str
     token_name: str
     model: str
@@ -120,7 +156,9 @@ class UsageRow(_message.Message):
     completion_tokens: int
     mean_latency_ms: float
     end_users: int
-    def __init__(self, token_id: _Optional[str] = ..., token_name: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., mean_latency_ms: _Optional[float] = ..., end_users: _Optional[int] = ...) -> None: ...
+    limits: TokenLimits
+    remaining: TokenLimits
+    def __init__(self, token_id: _Optional[str] = ..., token_name: _Optional[str] = ..., model: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., mean_latency_ms: _Optional[float] = ..., end_users: _Optional[int] = ..., limits: _Optional[_Union[TokenLimits, _Mapping]] = ..., remaining: _Optional[_Union[TokenLimits, _Mapping]] = ...) -> None: ...
 
 class QueryUsageResponse(_message.Message):
     __slots__ = ("rows",)

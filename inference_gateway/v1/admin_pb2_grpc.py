@@ -56,6 +56,11 @@ class AdminStub:
                 request_serializer=inference__gateway_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=inference__gateway_dot_v1_dot_admin__pb2.Token.FromString,
                 _registered_method=True)
+        self.UpdateToken = channel.unary_unary(
+                '/inference_gateway.v1.Admin/UpdateToken',
+                request_serializer=inference__gateway_dot_v1_dot_admin__pb2.UpdateTokenRequest.SerializeToString,
+                response_deserializer=inference__gateway_dot_v1_dot_admin__pb2.Token.FromString,
+                _registered_method=True)
         self.QueryUsage = channel.unary_unary(
                 '/inference_gateway.v1.Admin/QueryUsage',
                 request_serializer=inference__gateway_dot_v1_dot_admin__pb2.QueryUsageRequest.SerializeToString,
@@ -102,6 +107,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateToken(self, request, context):
+        """Change a token's limits and priority class (SPEC §11): effective from the next request on,
+        on every replica; NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def QueryUsage(self, request, context):
         """Requests, errors, tokens and latency per token and/or model over a time window.
         """
@@ -137,6 +150,11 @@ def add_AdminServicer_to_server(servicer, server):
             'RevokeToken': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeToken,
                     request_deserializer=inference__gateway_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=inference__gateway_dot_v1_dot_admin__pb2.Token.SerializeToString,
+            ),
+            'UpdateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateToken,
+                    request_deserializer=inference__gateway_dot_v1_dot_admin__pb2.UpdateTokenRequest.FromString,
                     response_serializer=inference__gateway_dot_v1_dot_admin__pb2.Token.SerializeToString,
             ),
             'QueryUsage': grpc.unary_unary_rpc_method_handler(
@@ -258,6 +276,33 @@ class Admin:
             target,
             '/inference_gateway.v1.Admin/RevokeToken',
             inference__gateway_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+            inference__gateway_dot_v1_dot_admin__pb2.Token.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference_gateway.v1.Admin/UpdateToken',
+            inference__gateway_dot_v1_dot_admin__pb2.UpdateTokenRequest.SerializeToString,
             inference__gateway_dot_v1_dot_admin__pb2.Token.FromString,
             options,
             channel_credentials,

@@ -55,6 +55,10 @@ class AdminStub:
     """Revoke a token: refused from the next request on, on every replica. Revoking a revoked token
     is not an error (the original revocation time is kept); NOT_FOUND when unknown.
     """
+    UpdateToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateTokenRequest, _admin_pb2.Token]
+    """Change a token's limits and priority class (SPEC §11): effective from the next request on,
+    on every replica; NOT_FOUND when unknown.
+    """
     QueryUsage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.QueryUsageRequest, _admin_pb2.QueryUsageResponse]
     """Requests, errors, tokens and latency per token and/or model over a time window."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
@@ -76,6 +80,10 @@ class AdminAsyncStub(AdminStub):
     RevokeToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.Token]  # type: ignore[assignment]
     """Revoke a token: refused from the next request on, on every replica. Revoking a revoked token
     is not an error (the original revocation time is kept); NOT_FOUND when unknown.
+    """
+    UpdateToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateTokenRequest, _admin_pb2.Token]  # type: ignore[assignment]
+    """Change a token's limits and priority class (SPEC §11): effective from the next request on,
+    on every replica; NOT_FOUND when unknown.
     """
     QueryUsage: _aio.UnaryUnaryMultiCallable[_admin_pb2.QueryUsageRequest, _admin_pb2.QueryUsageResponse]  # type: ignore[assignment]
     """Requests, errors, tokens and latency per token and/or model over a time window."""
@@ -119,6 +127,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.Token, _abc.Awaitable[_admin_pb2.Token]]:
         """Revoke a token: refused from the next request on, on every replica. Revoking a revoked token
         is not an error (the original revocation time is kept); NOT_FOUND when unknown.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateToken(
+        self,
+        request: _admin_pb2.UpdateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.Token, _abc.Awaitable[_admin_pb2.Token]]:
+        """Change a token's limits and priority class (SPEC §11): effective from the next request on,
+        on every replica; NOT_FOUND when unknown.
         """
 
     @_abc_1.abstractmethod

@@ -16,6 +16,7 @@ import asyncpg
 import grpc
 import pytest
 
+from gateway_core.auth import postgres_store, sqlite_store
 from gateway_core.auth.postgres_store import PostgresStore
 from gateway_core.auth.records import TokenRecord, UsageRecord
 from gateway_core.auth.service import make_token
@@ -174,7 +175,7 @@ async def test_sqlite_file_is_private_and_versioned(tmp_path: Path) -> None:
     signal = path.with_name(FILE_NAME + "-rev")  # the cross-process change signal
     assert stat.S_IMODE(signal.stat().st_mode) == 0o600 and signal.stat().st_size == 8
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reopened = SqliteStore(tmp_path / "data")  # migrations are idempotent
     await reopened.open()
@@ -193,7 +194,8 @@ async def test_postgres_refuses_a_newer_schema(pg_dsn: str) -> None:
     await store.open()
     await store.close()
     conn = await asyncpg.connect(pg_dsn)
-    assert await conn.fetchval("SELECT max(version) FROM igw_schema_version") == 1
+    assert await conn.fetchval("SELECT max(version) FROM igw_schema_version") == \
+        len(postgres_store.MIGRATIONS)
     await conn.execute("INSERT INTO igw_schema_version VALUES (99)")
     await conn.close()
     newer = PostgresStore(pg_dsn)
@@ -256,3 +258,26 @@ async def test_postgres_replicas_share_tokens_and_revocation(
                 await asyncio.sleep(0.005)
     finally:
         await first.channel.close()
+
+
+async def test_a_store_of_the_first_schema_is_upgraded_keeping_its_tokens(
+        tmp_path: Path) -> None:
+    """A data dir made before tokens had limits opens with them unlimited and standard."""
+    path = tmp_path / "data"
+    path.mkdir()
+    conn = sqlite3.connect(path / FILE_NAME)
+    for statement in sqlite_store.MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO tokens (id, name, prefix, hash, models, created_at) VALUES "
+                 "('tok_old', 'old', 'igw_abcd', 'h', '[\"*\"]', 1.0)")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        record = await store.get_token("tok_old")
+        assert record is not None and record.name == "old"
+        assert not record.limits.any() and record.priority == "standard"
+    finally:
+        await store.close()
