@@ -28,14 +28,12 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Kind = Literal["rate", "budget", "concurrency"]
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     key: str
     kind: Kind
     limit: int
@@ -46,16 +44,14 @@ class Check:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class State:
+class State(NamedTuple):
     """One counter after a decision: what is left and when it is whole again (seconds)."""
 
     remaining: int
     reset: float
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     admitted: bool
     # Per check, in order (admitted); empty when refused.
     states: tuple[State, ...] = ()
@@ -70,12 +66,13 @@ class Counters(ABC):
         """Admit against every check or none; ``lease`` names the request in concurrency sets."""
 
     @abstractmethod
-    async def adjust(self, checks: list[Check], deltas: list[int]) -> None:
-        """Add ``deltas`` (actual minus estimated units) to rate and budget counters."""
+    def adjust_now(self, checks: list[Check], deltas: list[int]) -> None:
+        """Add ``deltas`` (actual minus estimated units) to rate and budget counters (done, or
+        queued to be sent: the caller does not wait)."""
 
     @abstractmethod
-    async def release(self, keys: list[str], lease: str) -> None:
-        """The request left: remove it from these concurrency sets."""
+    def release_now(self, keys: list[str], lease: str) -> None:
+        """The request left: remove it from these concurrency sets (done, or queued)."""
 
     @abstractmethod
     async def peek(self, checks: list[Check]) -> list[State]:
@@ -154,7 +151,7 @@ class MemoryCounters(Counters):
                                  0.0))
         return out
 
-    async def adjust(self, checks: list[Check], deltas: list[int]) -> None:
+    def adjust_now(self, checks: list[Check], deltas: list[int]) -> None:
         now = self._now()
         for c, delta in zip(checks, deltas, strict=True):
             if not delta:
@@ -165,7 +162,7 @@ class MemoryCounters(Counters):
                 expires, used = self._used.get(c.key, (now + c.seconds, 0))
                 self._used[c.key] = (expires, max(0, used + delta))
 
-    async def release(self, keys: list[str], lease: str) -> None:
+    def release_now(self, keys: list[str], lease: str) -> None:
         for key in keys:
             held = self._leases.get(key)
             if held is not None:

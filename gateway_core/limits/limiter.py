@@ -10,11 +10,11 @@ the tightest requests and tokens limits that applied; a refused one gets 429 wit
 
 from __future__ import annotations
 
-import asyncio
 import datetime
+import itertools
 import logging
 import math
-import secrets
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +36,9 @@ BACKEND_ERRORS = Counter("gateway_limits_backend_errors_total",
                          ["outcome"])
 
 WINDOW = 60.0
+# Names of the requests in concurrency sets: unique per process (and so across replicas).
+_LEASES = itertools.count()
+_PROCESS = os.urandom(6).hex()
 # Longest a request may hold a concurrency slot when its process dies with it.
 MAX_LEASE = 3600.0
 _WHAT = {"rpm": "requests per minute", "tpm": "tokens per minute",
@@ -72,7 +75,6 @@ class Limiter:
         self.fail_open = fail_open
         self.jwt_limits = jwt_limits or RateLimits()
         self._down = False
-        self._pending: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Limiter:
@@ -136,15 +138,7 @@ class Limiter:
             log.error("the limit counters cannot be reached: requests are %s until they are",
                       "admitted unlimited" if self.fail_open else "refused")
 
-    def later(self, work: Any) -> None:
-        """Run ``work`` (a coroutine) off the request's path, keeping a reference until done."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
     async def close(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
         await self.counters.close()
 
 
@@ -169,7 +163,7 @@ class Gate:
     def _checks(self, deadline: float) -> list[tuple[Check, str, str, str]]:
         """(check, the limit's name, whose, kind label) for every limit that applies."""
         out = []
-        now = datetime.datetime.now(datetime.UTC)
+        now: datetime.datetime | None = None
         counts_tokens = any(p[2].tpm or p[2].daily_tokens or p[2].monthly_tokens
                             for p in self.parts)
         if counts_tokens:
@@ -186,11 +180,15 @@ class Gate:
             if lim.max_concurrency:
                 out.append((Check(f"{key}:conc", "concurrency", lim.max_concurrency, 1,
                                   deadline), "max_concurrency", who, "concurrency"))
+            if (lim.daily_tokens or lim.monthly_tokens) and now is None:
+                now = datetime.datetime.now(datetime.UTC)
             if lim.daily_tokens:
+                assert now is not None
                 day, left = _period_end(now, month=False)
                 out.append((Check(f"{key}:day:{day}", "budget", lim.daily_tokens, self.estimate,
                                   left), "daily_tokens", who, "budget"))
             if lim.monthly_tokens:
+                assert now is not None
                 month, left = _period_end(now, month=True)
                 out.append((Check(f"{key}:month:{month}", "budget", lim.monthly_tokens,
                                   self.estimate, left), "monthly_tokens", who, "budget"))
@@ -209,7 +207,7 @@ class Gate:
                     f"{who} ({c.limit}); it can never be admitted",
                     fields=ErrorFields(type="tokens", code="rate_limit_exceeded"),
                 ).with_extra(((SHOULD_RETRY_KEY, "false"),))
-        self.lease = secrets.token_hex(8)
+        self.lease = f"{_PROCESS}-{next(_LEASES)}"
         try:
             decision: Decision = await self.limiter.counters.admit(checks, self.lease)
         except Exception as exc:
@@ -279,14 +277,13 @@ class Gate:
                 if c.kind == "budget" or (c.kind == "rate" and ":tpm:" in c.key):
                     deltas[i] = total_tokens - self.estimate
         conc = [c.key for c in self.checks if c.kind == "concurrency"]
-        if any(deltas) or conc:
-            self.limiter.later(self._settle(deltas, conc))
-
-    async def _settle(self, deltas: list[int], conc: list[str]) -> None:
+        if not (any(deltas) or conc):
+            return
+        counters = self.limiter.counters
         try:
             if any(deltas):
-                await self.limiter.counters.adjust(self.checks, deltas)
+                counters.adjust_now(self.checks, deltas)
             if conc:
-                await self.limiter.counters.release(conc, self.lease)
+                counters.release_now(conc, self.lease)
         except Exception as exc:
             log.debug("limit counters failed at reconciliation: %s", exc)

@@ -149,7 +149,8 @@ class FaultyUpstream:
                 "id": "chatcmpl-f", "object": "chat.completion", "created": 1, "model": model,
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": "".join(self.words)}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+                "usage": {"prompt_tokens": 3, "completion_tokens": len(self.words),
+                          "total_tokens": 3 + len(self.words)}})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         if fault == "empty":
@@ -180,7 +181,8 @@ class FaultyUpstream:
         await resp.write(_chunk(model, {}, "stop"))
         usage = {"id": "chatcmpl-f", "object": "chat.completion.chunk", "created": 1,
                  "model": model, "choices": [],
-                 "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+                 "usage": {"prompt_tokens": 3, "completion_tokens": len(words),
+                           "total_tokens": 3 + len(words)}}
         await resp.write(b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n")
         return resp
 

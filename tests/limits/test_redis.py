@@ -124,3 +124,25 @@ async def test_the_redis_url_must_be_set(upstream: FaultyUpstream,
     monkeypatch.delenv("IGW_TEST_REDIS_URL", raising=False)
     with pytest.raises(ConfigError, match="IGW_TEST_REDIS_URL"):
         await gateway_factory(config(upstream.base_url))
+
+
+@needs_redis
+async def test_usage_is_reconciled_in_redis(gateway_factory: GatewayFactory,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real usage replaces the estimate (queued, sent within a few tens of ms): a daily
+    budget of 30 tokens, which the prompt's estimate alone would leave room in, is spent by one
+    answer of more than that."""
+    monkeypatch.setenv("IGW_TEST_REDIS_URL", REDIS)
+    long = await FaultyUpstream("a", "ok", text=" ".join(["word"] * 60)).start()
+    cfg = config(long.base_url)
+    cfg["models"] = [limited("m", long.base_url, daily_tokens=30)]
+    gw = await gateway_factory(cfg)
+    status, _, body = await post(gw, "/v1/chat/completions", {**CHAT, "model": "m"})
+    await long.stop()
+    assert status == 200 and body["usage"]["total_tokens"] > 30
+    for _ in range(50):
+        status, _, body = await post(gw, "/v1/chat/completions", {**CHAT, "model": "m"})
+        if status == 429:
+            break
+        await asyncio.sleep(0.02)
+    assert status == 429 and body["error"]["code"] == "insufficient_quota"

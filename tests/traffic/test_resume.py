@@ -70,7 +70,8 @@ async def test_the_sdk_reads_one_whole_answer_and_usage_counts_both_attempts(
         if chunk.usage is not None:
             usage = chunk.usage
     assert "".join(text) == TEXT
-    assert usage is not None and usage.completion_tokens >= 4 + 2  # the fake's 4, plus "one two"
+    # the continuation's words, plus "one two" sent before the move
+    assert usage is not None and usage.completion_tokens >= 2 + 2
 
 
 async def test_without_resume_the_stream_ends_with_an_error_event(
