@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from gateway_common.core_api import CoreAPI
+from http_edge import console
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
 from http_edge.logs import ClientErrorFilter, ClientErrorLog
@@ -97,6 +98,7 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
     mlflow.setup(app)
     unified.setup(app)
     tgi.setup(app)
+    console.setup(app)
     return app
 
 
