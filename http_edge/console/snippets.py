@@ -90,8 +90,7 @@ _CURL_BODIES: dict[str, str] = {
 
 def _python(task: str, base: str, model: str, key: str) -> str:
     if task == "chat":
-        return _requests(base, model, key, "import json\n\n" + _CHAT).replace(
-            "import requests\n\nimport json\n\n", "import json\n\nimport requests\n\n", 1)
+        return "import json\n" + _requests(base, model, key, _CHAT)
     if task == "completion":
         return _requests(base, model, key, '''inference_url = f"{base_url}/v1/completions"
 headers = {"Authorization": f"Bearer {api_key}"}

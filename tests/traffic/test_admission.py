@@ -42,7 +42,7 @@ def _asked(fake: FaultyUpstream) -> list[str]:
 
 async def test_overload_is_refused_at_once_and_the_gateway_keeps_answering(
         replicas: Replicas, gateway_factory: GatewayFactory) -> None:
-    (a,) = await replicas("slow_headers", delay=2.0)
+    (a,) = await replicas("slow_headers", delay=3.0)
     gw = await gateway_factory(config(model("m", a.base_url, max_concurrency=4,
                                             queue_timeout=0.3, max_queued=20)))
 
@@ -66,9 +66,9 @@ async def test_overload_is_refused_at_once_and_the_gateway_keeps_answering(
     for _, headers, body, took in busy:
         assert orjson.loads(body)["error"]["code"] == "model_busy"
         assert headers["Retry-After"] == "1"
-        # Refused within queue_timeout (0.3 s, plus what 150 clients on 2 cores cost), never
-        # after the admitted work (2 s) it waited behind.
-        assert took < 1.2
+        # Refused within queue_timeout (0.3 s, plus what 150 clients, each with a connection
+        # of its own, cost on 2 busy cores), never after the admitted work (3 s).
+        assert took < 2.0
 
 
 async def test_the_queue_serves_classes_in_strict_order(
