@@ -35,6 +35,7 @@ from gateway_common.core_api import (
     QUERY_USAGE,
     REQUEST_ID_KEY,
     REVOKE_TOKEN,
+    UPDATE_TOKEN,
     CallOptions,
     Unary,
 )
@@ -53,6 +54,12 @@ MAX_SESSIONS = 1000
 FREE_FAILURES = 3
 MAX_DELAY = 10.0
 EXPIRIES = {"never": None, "7": 7, "30": 30, "90": 90}
+LIMITS = (("rpm", "Requests per minute"), ("tpm", "Tokens per minute"),
+          ("max_concurrency", "Requests at once"), ("daily_tokens", "Tokens per day"),
+          ("monthly_tokens", "Tokens per month"))
+SHORT = {"rpm": "rpm", "tpm": "tpm", "max_concurrency": "at once", "daily_tokens": "/day",
+         "monthly_tokens": "/month"}
+DAYS = 14
 TASK_NAMES = {pb.TASK_CHAT: "chat", pb.TASK_COMPLETION: "completion",
               pb.TASK_EMBEDDING: "embedding", pb.TASK_RERANK: "rerank",
               pb.TASK_CLASSIFICATION: "classification", pb.TASK_TRANSCRIPTION: "transcription",
@@ -236,12 +243,47 @@ async def _model_page(request: web.Request, session: Session, *, created: Any = 
         model=model.id, include_revoked=show_revoked), session.admin)
     usage = await _call(request, QUERY_USAGE, apb.QueryUsageRequest(
         model=model.id, group_by=apb.QueryUsageRequest.GROUP_BY_TOKEN_AND_MODEL,
-        start_time=time.time() - 30 * 86400), session.admin)
+        start_time=time.time() - DAYS * 86400), session.admin)
     task = TASK_NAMES.get(model.task, "chat")
     return _page("model.html", status=status, session=session, model=model, task=task,
-                 tokens=list(tokens.tokens), show_revoked=show_revoked, created=created,
-                 secret=secret, error=error, usage=_usage_rows(usage.rows),
+                 tokens=[_token_row(t) for t in tokens.tokens], show_revoked=show_revoked,
+                 created=created, secret=secret, error=error, usage=_usage_rows(usage.rows),
+                 days=await _daily(request, session, model.id), limits=LIMITS,
                  snippets=snippets(task, _base(request), model.id, secret))
+
+
+def _token_row(t: apb.Token) -> dict[str, Any]:
+    limits = {name: getattr(t.limits, name) for name, _ in LIMITS if t.limits.HasField(name)}
+    left = {name: getattr(t.remaining, name) for name, _ in LIMITS
+            if t.remaining.HasField(name)}
+    shown = [f"{v} {SHORT[k]}" + (f" ({left[k]} left)" if k in left else "")
+             for k, v in limits.items()]
+    return {"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": t.created_at,
+            "expires_at": t.expires_at, "last_used_at": t.last_used_at, "status": t.status,
+            "limits": limits, "limits_text": ", ".join(shown) or "none"}
+
+
+async def _daily(request: web.Request, session: Session, model: str) -> list[dict[str, Any]]:
+    """The model's usage per UTC day over the last ``DAYS`` days, for the charts."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    starts = [today - 86400 * i for i in range(DAYS - 1, -1, -1)]
+    replies = await asyncio.gather(*(_call(request, QUERY_USAGE, apb.QueryUsageRequest(
+        model=model, group_by=apb.QueryUsageRequest.GROUP_BY_MODEL, start_time=start,
+        end_time=start + 86400), session.admin) for start in starts))
+    days = []
+    for start, reply in zip(starts, replies, strict=True):
+        rows = list(reply.rows)
+        requests = sum(r.requests for r in rows)
+        days.append({"day": datetime.fromtimestamp(start, UTC).strftime("%m-%d"),
+                     "requests": requests, "errors": sum(r.errors for r in rows),
+                     "tokens": sum(r.prompt_tokens + r.completion_tokens for r in rows),
+                     "latency": round(sum(r.mean_latency_ms * r.requests for r in rows)
+                                      / requests, 1) if requests else 0.0})
+    for key in ("requests", "tokens", "latency"):
+        peak = max(d[key] for d in days) or 1
+        for d in days:
+            d[f"{key}_h"] = (round(100 * d[key] / peak) // 5) * 5 if d[key] else 0
+    return days
 
 
 def _usage_rows(rows: Any) -> list[dict[str, Any]]:
@@ -288,6 +330,31 @@ async def create_token(request: web.Request) -> web.StreamResponse:
     return await _model_page(request, session, created=resp.token, secret=resp.secret)
 
 
+async def update_limits(request: web.Request) -> web.StreamResponse:
+    session = _required(request)
+    form = await _form(request, session)
+    model = await _model(request, session)
+    limits = apb.TokenLimits()
+    for name, label in LIMITS:
+        value = str(form.get(name, "")).strip()
+        if not value:
+            continue
+        if not value.isdigit() or int(value) < 1:
+            return await _model_page(request, session, status=400,
+                                     error=f"{label} must be a whole number of 1 or more "
+                                     "(empty: no limit)")
+        setattr(limits, name, int(value))
+    try:
+        await _call(request, UPDATE_TOKEN, apb.UpdateTokenRequest(
+            id=request.match_info["token"], limits=limits), session.admin)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        return await _model_page(request, session, error=getattr(exc, "message", str(exc)),
+                                 status=getattr(exc, "status", 400))
+    raise web.HTTPSeeOther(f"/console/models/{model.id}")
+
+
 async def revoke_token(request: web.Request) -> web.StreamResponse:
     session = _required(request)
     await _form(request, session)
@@ -313,6 +380,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/console/models/{model}", model_page)
     r.add_post("/console/models/{model}/tokens", create_token)
     r.add_post("/console/models/{model}/tokens/{token}/revoke", revoke_token)
+    r.add_post("/console/models/{model}/tokens/{token}/limits", update_limits)
     r.add_static("/console/static/", HERE / "static", follow_symlinks=False)
 
 

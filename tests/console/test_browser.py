@@ -91,7 +91,7 @@ async def test_sign_in_create_use_and_revoke_a_token_in_the_browser(
     await page.wait_for_url("**/console/models/mock-chat")
     await _fits(page, "model")
     # "+ Add new token" opens with the keyboard too.
-    await page.locator("summary").focus()
+    await page.locator("summary", has_text="Add new token").focus()
     await page.keyboard.press("Enter")
     await page.get_by_label("Name").fill("from-the-browser")
     await page.get_by_label("Expires").select_option("7")

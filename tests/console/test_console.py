@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -167,3 +168,44 @@ async def test_unknown_models_are_404(gw: AuthGateway) -> None:
         await sign_in(s, gw)
         async with s.get(gw.gw.http + "/console/models/nope") as r:
             assert r.status == 404
+
+
+async def test_limits_of_a_token_are_shown_and_edited_in_the_console(gw: AuthGateway) -> None:
+    base = gw.gw.http
+    async with browser() as s:
+        page = await sign_in(s, gw)
+        async with s.get(base + "/console/models/mock-chat") as r:
+            page = await r.text()
+        token_id = re.search(r"/tokens/(tok_[0-9a-f]+)/limits", page)
+        assert token_id and "none" in page
+        url = f"{base}/console/models/mock-chat/tokens/{token_id.group(1)}/limits"
+        async with s.post(url, data={"csrf": csrf_of(page), "rpm": "abc"}) as r:
+            assert r.status == 400
+            assert "whole number" in await r.text()
+        async with s.post(url, data={"csrf": csrf_of(page), "rpm": "5", "tpm": "",
+                                     "monthly_tokens": "1000000"}) as r:
+            assert r.status == 200
+            page = await r.text()
+        assert "5 rpm (5 left)" in page and "1000000 /month" in page
+        # The gateway holds the token to them from the next request on.
+        async with s.post(base + "/v1/chat/completions", json=CHAT,
+                          headers={"Authorization": f"Bearer {gw.token}"}) as r:
+            assert r.status == 200
+            assert r.headers["x-ratelimit-limit-requests"] == "5"
+
+
+async def test_usage_is_charted_per_day(gw: AuthGateway) -> None:
+    base = gw.gw.http
+    async with browser() as s:
+        for _ in range(3):
+            async with s.post(base + "/v1/chat/completions", json=CHAT,
+                              headers={"Authorization": f"Bearer {gw.token}"}) as r:
+                assert r.status == 200
+        await sign_in(s, gw)
+        async with s.get(base + "/console/models/mock-chat") as r:
+            page = await r.text()
+    assert page.count('class="col"') == 3 * 14  # three charts of 14 days
+    assert "fill h100" in page  # today is the busiest day
+    today = datetime.now(UTC).strftime("%m-%d")
+    assert f'title="{today}: 3"' in page  # requests today
+    assert "default" in page and "No calls" not in page
