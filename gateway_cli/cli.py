@@ -100,26 +100,41 @@ def _setup_logging(level: str) -> None:
     )
 
 
-async def _run_until_signalled(start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]) -> None:
+Stopper = Callable[[], Awaitable[None]]
+
+
+async def _run_until_signalled(start: Callable[[], Awaitable[tuple[Stopper, Stopper]]],
+                               drain_seconds: float = 0.0) -> None:
+    """Run until SIGINT or SIGTERM; then drain (readiness fails while requests are still served)
+    for ``drain_seconds``, then stop (listeners close, in-flight requests finish within the
+    grace period). A second signal during the drain stops at once."""
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop_event.set)
-    stop = await start()
+    drain, stop = await start()
     try:
         await stop_event.wait()
+        if drain_seconds > 0:
+            stop_event.clear()
+            log.info("draining for %g s before shutting down", drain_seconds)
+            await drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), drain_seconds)
     finally:
         log.info("shutting down")
         await stop()
 
 
 async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
-    async def start() -> Callable[[], Awaitable[None]]:
-        stoppers: list[Callable[[], Awaitable[None]]] = []
+    async def start() -> tuple[Stopper, Stopper]:
+        stoppers: list[Stopper] = []
+        drainers: list[Callable[[], Awaitable[None] | None]] = []
         if core:
             core_handle = await start_core(config)
             stoppers.append(lambda: core_handle.stop(config.timeouts.shutdown_grace_seconds))
+            drainers.append(core_handle.drain)
             if config.listen.core_metrics_port and not edge:
                 start_http_server(config.listen.core_metrics_port, addr=config.listen.host)
             print(f"gRPC core   {config.listen.host}:{core_handle.port}", flush=True)
@@ -134,6 +149,7 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
                     await s()
                 raise
             stoppers.insert(0, edge_handle.stop)  # the edge stops first, then the core
+            drainers.append(edge_handle.drain)
             base = f"http://{config.listen.host}:{edge_handle.port}"
             print(f"HTTP edge   {base}  (OpenAI base URL: {base}/v1)", flush=True)
         if core and core_handle.auth is not None:
@@ -144,9 +160,15 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
             for s in stoppers:
                 await s()
 
-        return stop
+        async def drain() -> None:
+            for d in drainers:
+                result = d()
+                if result is not None:
+                    await result
 
-    await _run_until_signalled(start)
+        return drain, stop
+
+    await _run_until_signalled(start, config.timeouts.drain_seconds)
 
 
 def _run(coro: Awaitable[None]) -> None:

@@ -150,6 +150,9 @@ class TimeoutsConfig:
     max_seconds: float = 3600.0
     # How long in-flight requests may finish on shutdown.
     shutdown_grace_seconds: float = 10.0
+    # On SIGTERM, how long /health/ready (and gRPC health) fail while requests are still served,
+    # before the listeners close: the time a load balancer needs to stop sending new ones.
+    drain_seconds: float = 0.0
     # gRPC keepalive ping interval between the edge and the core.
     keepalive_seconds: float = 30.0
     # Stage timeouts every model gets unless it sets its own (``models[].timeouts``); null: the

@@ -70,6 +70,10 @@ class CoreHandle:
     # The process's budget of buffered bytes (an edge in this process shares it).
     buffers: ByteBudget | None = None
 
+    async def drain(self) -> None:
+        """Report NOT_SERVING (readiness fails) while still serving: shutdown is coming."""
+        await self.health.enter_graceful_shutdown()
+
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
         if self.in_process is not None:

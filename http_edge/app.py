@@ -9,6 +9,7 @@ cancels its handler, its call to the core and, through the core, the upstream re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import resource
 from collections.abc import AsyncIterator
@@ -37,6 +38,8 @@ from http_edge.state import BUFFERS, CONFIG, CORE, ROUTE_DIALECTS, Dialect
 
 log = logging.getLogger(__name__)
 
+DRAINING = web.AppKey("draining", asyncio.Event)
+
 
 # The edge's HTTP server logs here (aiohttp's own default is ``aiohttp.server``); client errors
 # are one rate-limited line each, without the request's bytes.
@@ -52,6 +55,20 @@ async def health(request: web.Request) -> web.Response:
         return json_response({"status": "OK"})
     return json_response({"status": "UNAVAILABLE", "detail": "the gateway core is not serving"},
                          status=503)
+
+
+async def live(request: web.Request) -> web.Response:
+    """200 while the process answers at all (a liveness probe: restart it when this fails)."""
+    return json_response({"status": "OK"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 when the gateway should get traffic: not draining for shutdown, and the core serving
+    (the core reports NOT_SERVING while it drains too)."""
+    if request.app[DRAINING].is_set():
+        return json_response({"status": "DRAINING", "detail": "the gateway is shutting down"},
+                             status=503)
+    return await health(request)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -89,7 +106,9 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
         await client.close()
 
     app.cleanup_ctx.append(core_ctx)
-    add_routes(app, OPS, [("GET", "/health", health), ("GET", "/metrics", metrics_handler)])
+    app[DRAINING] = asyncio.Event()
+    add_routes(app, OPS, [("GET", "/health", health), ("GET", "/health/live", live),
+                          ("GET", "/health/ready", ready), ("GET", "/metrics", metrics_handler)])
     admin.setup(app)
     openai.setup(app)
     openai_tasks.setup(app)
@@ -116,6 +135,10 @@ def _check_open_files(max_connections: int) -> None:
 class EdgeHandle:
     runner: web.AppRunner
     port: int
+
+    def drain(self) -> None:
+        """Fail /health/ready from now on, while still serving every request."""
+        self.runner.app[DRAINING].set()
 
     async def stop(self) -> None:
         await self.runner.cleanup()
