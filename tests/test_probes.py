@@ -53,7 +53,9 @@ async def test_sigterm_drains_then_stops_and_in_flight_requests_finish(tmp_path:
             assert await _status(s, base + "/health/live") == 200
             in_flight = asyncio.ensure_future(s.post(base + "/v1/chat/completions",
                                                      json={**chat, "model": "slow"}))
-            while not slow.in_flight:
+            for _ in range(500):  # polled: the request reached the upstream
+                if slow.in_flight:
+                    break
                 await asyncio.sleep(0.01)
             proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
