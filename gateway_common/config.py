@@ -312,6 +312,15 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class CorsConfig:
+    # Origins whose pages may call the API from a browser ("https://app.example.com"; "*" for
+    # any). Empty: CORS off, as a browser's same-origin rule has it.
+    allow_origins: list[str] = field(default_factory=list)
+    # How long a browser may cache a preflight's answer.
+    max_age_seconds: int = 600
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     listen: ListenConfig = field(default_factory=ListenConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -325,6 +334,9 @@ class GatewayConfig:
     # TGI clients send to the Messages API) routes to it too.
     tgi_model: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cors: CorsConfig = field(default_factory=CorsConfig)
+    # One line per request on stdout (docs/OPERATIONS.md): json, text or off.
+    access_log: Literal["json", "text", "off"] = "json"
 
     @property
     def core_address(self) -> str:
@@ -472,6 +484,12 @@ def validate(config: GatewayConfig) -> GatewayConfig:
         raise ConfigError("timeouts.default_seconds", "must be greater than 0")
     _validate_jwt(config.auth.jwt)
     validate_rate_limits("auth.jwt.limits", config.auth.jwt.limits)
+    for i, origin in enumerate(config.cors.allow_origins):
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname
+                              or parts.path not in ("", "/") or parts.query):
+            raise ConfigError(f"cors.allow_origins[{i}]",
+                              "must be an origin (scheme://host[:port]) or \"*\"")
     return config
 
 

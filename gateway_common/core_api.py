@@ -61,6 +61,14 @@ SHOULD_RETRY_KEY = "igw-should-retry"
 PRIORITY_KEY = "igw-priority"
 # How long to wait before retrying, as an upstream's 429 said it (HTTP ``Retry-After``'s value).
 RETRY_AFTER_KEY = "retry-after"
+# What the core tells the edge's access log (never forwarded to clients): the endpoint of the
+# last attempt, the caller's token id, the end user, and "prompt,completion" tokens.
+ENDPOINT_LOG_KEY = "igw-log-endpoint"
+TOKEN_LOG_KEY = "igw-log-token"
+END_USER_LOG_KEY = "igw-log-end-user"
+USAGE_LOG_KEY = "igw-log-usage"
+# Set by the edge on its calls: the core's own access log is for other gRPC callers.
+FROM_EDGE_KEY = "igw-from-edge"
 # OpenAI's rate-limit headers (x-ratelimit-limit-requests, ...), as metadata of the same names.
 RATELIMIT_PREFIX = "x-ratelimit-"
 

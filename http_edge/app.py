@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from gateway_common.core_api import CoreAPI
-from http_edge import console
+from http_edge import console, cors
 from http_edge.core_client import CoreClient
 from http_edge.dialects import admin, endpoint, mlflow, oicm, openai, openai_tasks, tgi, unified
 from http_edge.logs import ClientErrorFilter, ClientErrorLog
@@ -94,6 +94,8 @@ def create_app(config: GatewayConfig, core_address: str | None = None,
                      buffers_middleware],
         client_max_size=limit,
     )
+    if config.cors.allow_origins:
+        cors.setup(app, config.cors)
     app.on_response_prepare.append(_server_header)
     app[CONFIG] = config
     app[ROUTE_DIALECTS] = {}

@@ -21,6 +21,7 @@ from gateway_common.config import GatewayConfig
 from gateway_common.core_api import (
     DEFAULT_DEADLINE_KEY,
     ENDPOINT_KEY,
+    FROM_EDGE_KEY,
     GENERATE_KEY,
     HEALTH_CHECK,
     PRIORITY_KEY,
@@ -96,7 +97,8 @@ class CoreClient:
         """(timeout, metadata) for a core call made on behalf of ``request``."""
         timeout, fallback = self.timeout_of(request)
         headers = request.headers
-        md: list[tuple[str, str]] = [(REQUEST_ID_KEY, request[STATE].request_id)]
+        md: list[tuple[str, str]] = [(REQUEST_ID_KEY, request[STATE].request_id),
+                                     (FROM_EDGE_KEY, "1")]
         auth = headers.get("Authorization")
         if auth:
             md.append(("authorization", metadata_value(auth)))

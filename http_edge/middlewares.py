@@ -13,11 +13,20 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from grpc import aio
 
+from gateway_common import access_log
 from gateway_common.metrics import child
 from http_edge import metrics
 from http_edge.errors import HTTP_KINDS, REASON_TABLE, EdgeError, from_rpc_error
 from http_edge.protocol import HEALTH_PATHS, EdgeProtocol
-from http_edge.state import BUFFERS, ROUTE_DIALECTS, STARTED, STATE, Dialect, RequestState
+from http_edge.state import (
+    BUFFERS,
+    MODEL_UNRESOLVED,
+    ROUTE_DIALECTS,
+    STARTED,
+    STATE,
+    Dialect,
+    RequestState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +47,37 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request.headers.get("X-Request-Id", "")
     if not _REQUEST_ID.match(rid):
         rid = os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
-    request[STATE] = RequestState(dialect=dialect_of(request).name, request_id=rid)
-    resp = await handler(request)
+    state = request[STATE] = RequestState(dialect=dialect_of(request).name, request_id=rid)
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:  # redirects and the like
+        if access_log.enabled():
+            _access(request, state, exc.status)
+        raise
     if not resp.prepared:
         resp.headers["X-Request-Id"] = rid
-        request[STATE].served_headers(resp.headers)
+        state.served_headers(resp.headers)
+    if access_log.enabled():
+        _access(request, state, resp.status)
     return resp
+
+
+def _access(request: web.Request, state: RequestState, status: int) -> None:
+    route = request.match_info.route.resource
+    tokens = state.tokens
+    access_log.write({
+        "request_id": state.request_id, "dialect": state.dialect, "method": request.method,
+        "route": route.canonical if route is not None else None,
+        "model": state.model if state.model != MODEL_UNRESOLVED else None,
+        "served_model": state.served_model, "endpoint": state.upstream_endpoint,
+        "attempts": int(state.attempts) if state.attempts else None, "status": status,
+        "duration_ms": round((time.perf_counter() - request[STARTED]) * 1000, 2),
+        "ttft_ms": round(state.ttft * 1000, 2) if state.ttft is not None else None,
+        "prompt_tokens": tokens[0] if tokens else None,
+        "completion_tokens": tokens[1] if tokens else None,
+        "token_id": state.token_id, "end_user": state.end_user,
+        "error": state.error_reason,
+    })
 
 
 @web.middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,11 +13,15 @@ from grpc import aio
 
 from gateway_common.core_api import (
     ATTEMPTS_KEY,
+    END_USER_LOG_KEY,
+    ENDPOINT_LOG_KEY,
     MODEL_KEY,
     RATELIMIT_PREFIX,
     SERVED_MODEL_KEY,
     SHOULD_RETRY_KEY,
+    TOKEN_LOG_KEY,
     UPSTREAM_SECONDS_KEY,
+    USAGE_LOG_KEY,
     Metadata,
     Req,
     Resp,
@@ -57,6 +62,14 @@ def note_trailers(state: RequestState, trailing: Metadata) -> None:
     note_served(state, trailing)
     if trailer(trailing, SHOULD_RETRY_KEY) == "false":
         state.no_retry = True
+    state.upstream_endpoint = trailer(trailing, ENDPOINT_LOG_KEY)
+    state.token_id = trailer(trailing, TOKEN_LOG_KEY)
+    state.end_user = trailer(trailing, END_USER_LOG_KEY)
+    usage = trailer(trailing, USAGE_LOG_KEY)
+    if usage:
+        prompt, _, completion = usage.partition(",")
+        with contextlib.suppress(ValueError):
+            state.tokens = (int(prompt), int(completion))
     seconds = trailer(trailing, UPSTREAM_SECONDS_KEY)
     try:
         state.upstream_seconds = None if seconds is None else float(seconds)

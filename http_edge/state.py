@@ -56,6 +56,12 @@ class RequestState:
     no_retry: bool = False
     # OpenAI's x-ratelimit-* headers of a limited caller, as the core said.
     ratelimit: tuple[tuple[str, str], ...] = ()
+    # For the access log, as the core said: the endpoint of the last attempt, the token id, the
+    # end user, the tokens (prompt, completion).
+    upstream_endpoint: str | None = None
+    token_id: str | None = None
+    end_user: str | None = None
+    tokens: tuple[int, int] | None = None
 
     def served_headers(self, headers: MutableMapping[str, str]) -> None:
         if self.served_model is not None:

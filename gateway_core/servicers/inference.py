@@ -18,12 +18,16 @@ from gateway_common.budget import ByteBudget
 from gateway_common.config import PRIORITIES, LimitsConfig
 from gateway_common.core_api import (
     DEFAULT_DEADLINE_KEY,
+    END_USER_LOG_KEY,
     ENDPOINT_KEY,
+    ENDPOINT_LOG_KEY,
     GENERATE_KEY,
     MODEL_KEY,
     PRIORITY_KEY,
     REQUEST_ID_KEY,
+    TOKEN_LOG_KEY,
     UPSTREAM_SECONDS_KEY,
+    USAGE_LOG_KEY,
 )
 from gateway_core import audio, templates
 from gateway_core.auth.identity import current_identity
@@ -171,7 +175,25 @@ def via_stream(entry: ModelEntry, extra: Any) -> bool:
 def _report(context: Ctx, call: Call, route: Route) -> None:
     context.set_trailing_metadata(((MODEL_KEY, current_model.get()),
                                    (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),
-                                   *route.metadata()))
+                                   *route.metadata(), *_for_the_log(route)))
+
+
+def _for_the_log(route: Route) -> tuple[tuple[str, str], ...]:
+    """What the access log notes and the answer does not carry (see core_api)."""
+    out: list[tuple[str, str]] = []
+    if route.tried:
+        out.append((ENDPOINT_LOG_KEY, route.tried[-1].label))
+    identity = current_identity.get()
+    if identity is not None:
+        out.append((TOKEN_LOG_KEY, identity.token_id))
+    if route.end_user:
+        out.append((END_USER_LOG_KEY, route.end_user))
+    usage = route.usage
+    if usage is None and route.tail is not None and route.tail.HasField("usage"):
+        usage = route.tail.usage
+    if usage is not None:
+        out.append((USAGE_LOG_KEY, f"{usage.prompt_tokens},{usage.completion_tokens}"))
+    return tuple(out)
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -205,16 +227,21 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         context.set_trailing_metadata(((MODEL_KEY, entry.id),))
         return entry, make_call(context, entry, self.buffers)
 
-    def _way(self, entry: ModelEntry, call: Call, context: Ctx, key: str | None = None,
-             size: Callable[[], int] = int) -> Route:
-        """The request's way through its model's pool, within its limits (``size``: the
-        request's size in bytes, from which its prompt tokens are estimated)."""
+    def _way(self, entry: ModelEntry, call: Call, context: Ctx, key: str | None = None, *,
+             request: Any = None, sized: bool = True) -> Route:
+        """The request's way through its model's pool, within its limits (estimated from the
+        request's size when ``sized``; an upload's bytes are no prompt)."""
         identity = current_identity.get()
+        size = request.ByteSize if request is not None and sized else int
         gate = None if self.limiter is None else self.limiter.gate(
             entry.id, entry.config.limits, identity, size)
-        return Route(entry.chain, call, priority=priority_of(context),
-                     tenant=identity.token_id if identity is not None else "", key=key,
-                     gate=gate)
+        route = Route(entry.chain, call, priority=priority_of(context),
+                      tenant=identity.token_id if identity is not None else "", key=key,
+                      gate=gate)
+        end_user = getattr(request, "end_user", "") if request is not None else ""
+        if end_user:
+            route.end_user = end_user[:128]
+        return route
 
     async def _unary(self, model: str, task: str, context: Ctx,
                      fn: Callable[[Provider, Call], Awaitable[T]],
@@ -234,7 +261,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
         route = self._way(entry, call, context, chat_key(entry, request),
-                          size=request.ByteSize)
+                          request=request)
         try:
             if request.chat_template:
                 completion = await self._templated(request)
@@ -259,7 +286,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "chat", context)
         check_messages(request, self.max_prompt_chars)
         route = self._way(entry, call, context, chat_key(entry, request),
-                          size=request.ByteSize)
+                          request=request)
         first = True
         try:
             if request.chat_template:
@@ -288,7 +315,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
         route = self._way(entry, call, context, completion_key(entry, request.prompt),
-                          size=request.ByteSize)
+                          request=request)
         try:
             if via_stream(entry, request.extra):
                 return await completion_from_stream(route.stream(
@@ -303,7 +330,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "completion", context)
         check_prompt(len(request.prompt), self.max_prompt_chars)
         route = self._way(entry, call, context, completion_key(entry, request.prompt),
-                          size=request.ByteSize)
+                          request=request)
         first = True
         try:
             async with delegate(route.stream(lambda p, c: p.complete_stream(request, c),
@@ -321,7 +348,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if not request.inputs:
             raise InvalidRequest("'input' must hold at least one text")
         check_texts(request.inputs, self.max_prompt_chars)
-        route = self._way(entry, call, context, size=request.ByteSize)
+        route = self._way(entry, call, context, request=request)
         try:
             return await route.unary(lambda p, c: p.embed(request, c))
         finally:
@@ -332,7 +359,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if not request.texts:
             raise InvalidRequest("'texts' must hold at least one text")
         check_texts((request.query, *request.texts), self.max_prompt_chars)
-        route = self._way(entry, call, context, size=request.ByteSize)
+        route = self._way(entry, call, context, request=request)
         try:
             return await route.unary(lambda p, c: p.rerank(request, c))
         finally:
@@ -343,7 +370,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if not request.inputs:
             raise InvalidRequest("'inputs' must hold at least one text")
         check_texts(request.inputs, self.max_prompt_chars)
-        route = self._way(entry, call, context, size=request.ByteSize)
+        route = self._way(entry, call, context, request=request)
         try:
             return await route.unary(lambda p, c: p.classify(request, c))
         finally:
@@ -358,7 +385,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         audio_bytes = request.audio
         request.mime_type = audio.check_audio(request.mime_type, request.filename, audio_bytes,
                                               self.max_upload_bytes)
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, request=request, sized=False)
         try:
             return await route.unary(lambda p, c: p.transcribe(request, audio_bytes, c))
         finally:
@@ -395,7 +422,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                                              self.max_upload_bytes)
         header.ClearField("audio")  # the first piece, already in audio_bytes
         entry, call = self._route(header.model, "transcription", context)
-        route = self._way(entry, call, context)
+        route = self._way(entry, call, context, request=header, sized=False)
         try:
             return await route.unary(lambda p, c: p.transcribe(header, audio_bytes, c))
         finally:
@@ -415,7 +442,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         entry, call = self._route(request.model, "speech", context)
         check_texts((request.input, request.instructions), self.max_prompt_chars,
                     extra=request.params.ByteSize())
-        route = self._way(entry, call, context, size=request.ByteSize)
+        route = self._way(entry, call, context, request=request)
         try:
             return await route.unary(lambda p, c: p.speech(request, c))
         finally:
@@ -424,7 +451,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def GenerateImage(self, request: pb.ImageRequest, context: Ctx) -> pb.ImageResponse:
         entry, call = self._route(request.model, "image", context)
         check_texts((request.prompt,), self.max_prompt_chars, extra=request.params.ByteSize())
-        route = self._way(entry, call, context, size=request.ByteSize)
+        route = self._way(entry, call, context, request=request)
         try:
             return await route.unary(lambda p, c: p.image(request, c))
         finally:
@@ -433,7 +460,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Translate(self, request: pb.TranslateRequest, context: Ctx) -> pb.TranslateResponse:
         entry, call = self._route(request.model, "translation", context)
         check_texts((request.text,), self.max_prompt_chars, extra=request.params.ByteSize())
-        route = self._way(entry, call, context, size=request.ByteSize)
+        route = self._way(entry, call, context, request=request)
         try:
             return await route.unary(lambda p, c: p.translate(request, c))
         finally:
@@ -444,7 +471,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if (size := request.ByteSize()) > self.max_prompt_chars:
             raise PayloadTooLarge(f"the predict input is {size} bytes; the limit is "
                                   f"{self.max_prompt_chars}")
-        route = self._way(entry, call, context, size=request.ByteSize)
+        route = self._way(entry, call, context, request=request)
         try:
             return await route.unary(lambda p, c: p.predict(request, c))
         finally:

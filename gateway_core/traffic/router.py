@@ -145,6 +145,10 @@ class Route:
         self.resumer: Resumer[Any] | None = None
         # The request's rate limits and budgets, when any apply.
         self.gate = gate
+        # The answer's usage (unary), or the stream's last chunk: for the access log.
+        self.usage: Any = None
+        self.tail: Any = None
+        self.end_user = ""
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """What served the request, for the caller (headers at the edge), and its rate limits'
@@ -248,12 +252,14 @@ class Route:
         the request's limits when it has any (``gate``)."""
         gate = self.gate
         if gate is None:
-            return await self._unary(fn)
+            result = await self._unary(fn)
+            self.usage = getattr(result, "usage", None)
+            return result
         await gate.enter(self._left())
         tokens = None
         try:
             result = await self._unary(fn)
-            usage = getattr(result, "usage", None)
+            usage = self.usage = getattr(result, "usage", None)
             if usage is not None and usage.total_tokens:
                 tokens = usage.total_tokens
             return result
@@ -352,6 +358,7 @@ class Route:
                             if watchdog is None and resumer is None:
                                 async for chunk in chunks:
                                     yield chunk
+                                self.tail = chunk
                             else:
                                 try:
                                     if watchdog is not None:
@@ -367,6 +374,7 @@ class Route:
                                         if watchdog is not None:
                                             watchdog.last = watchdog.loop.time()
                                             watchdog.waiting = True
+                                    self.tail = chunk
                                 except asyncio.CancelledError:
                                     if watchdog is not None and watchdog.expired():
                                         raise UpstreamTimeout(
