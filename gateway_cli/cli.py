@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from gateway_cli.tokens_cli import add_parser as add_tokens_parser
 from gateway_cli.tokens_cli import note_config, print_bootstrap
 from gateway_cli.tokens_cli import run as run_tokens
-from gateway_common import access_log
+from gateway_common import access_log, tls
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.defaults import default_config
 from gateway_core.registry import validate_providers
@@ -114,6 +114,8 @@ async def _run_until_signalled(start: Callable[[], Awaitable[tuple[Stopper, Stop
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop_event.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)  # certificates
     drain, stop = await start()
     try:
         await stop_event.wait()
@@ -151,7 +153,8 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
                 raise
             stoppers.insert(0, edge_handle.stop)  # the edge stops first, then the core
             drainers.append(edge_handle.drain)
-            base = f"http://{config.listen.host}:{edge_handle.port}"
+            scheme = "https" if config.listen.tls.enabled else "http"
+            base = f"{scheme}://{config.listen.host}:{edge_handle.port}"
             print(f"HTTP edge   {base}  (OpenAI base URL: {base}/v1)", flush=True)
         if core and core_handle.auth is not None:
             print_bootstrap(core_handle.auth.bootstrap, config, core_handle.port,

@@ -64,6 +64,29 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS of the listeners: HTTPS on the edge and TLS on the core's gRPC port, with this
+    certificate and key (PEM files, re-read on SIGHUP)."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    # Mutual TLS for gRPC callers: their certificates must be signed by this CA.
+    client_ca_file: str | None = None
+    # The edge's channel to a core running apart (``edge``, or ``serve`` with core_transport
+    # grpc): trust this CA for the core's certificate, and present this certificate when the
+    # core asks for one.
+    core_ca_file: str | None = None
+    core_client_cert_file: str | None = None
+    core_client_key_file: str | None = None
+    # The name the core's certificate is checked against (default: the host of core_address).
+    core_server_name: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
 class ListenConfig:
     host: str = "127.0.0.1"
     http_port: int = 8080
@@ -75,6 +98,7 @@ class ListenConfig:
     # How `serve` (edge and core in one process) connects them: "local" hands each call to the
     # core's handlers in process; "grpc" goes through the core's gRPC port, as `edge` always does.
     core_transport: Literal["local", "grpc"] = "local"
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 @dataclass(frozen=True)
@@ -484,6 +508,7 @@ def validate(config: GatewayConfig) -> GatewayConfig:
         raise ConfigError("timeouts.default_seconds", "must be greater than 0")
     _validate_jwt(config.auth.jwt)
     validate_rate_limits("auth.jwt.limits", config.auth.jwt.limits)
+    _validate_tls(config.listen.tls)
     for i, origin in enumerate(config.cors.allow_origins):
         parts = urlsplit(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname
@@ -491,6 +516,23 @@ def validate(config: GatewayConfig) -> GatewayConfig:
             raise ConfigError(f"cors.allow_origins[{i}]",
                               "must be an origin (scheme://host[:port]) or \"*\"")
     return config
+
+
+def _validate_tls(tls: TlsConfig) -> None:
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("listen.tls.key_file" if tls.cert_file else "listen.tls.cert_file",
+                          "a certificate needs its key, and a key its certificate")
+    if tls.client_ca_file and not tls.cert_file:
+        raise ConfigError("listen.tls.client_ca_file", "mutual TLS needs cert_file and key_file")
+    if bool(tls.core_client_cert_file) != bool(tls.core_client_key_file):
+        raise ConfigError("listen.tls.core_client_key_file",
+                          "the edge's client certificate needs its key, and the key its "
+                          "certificate")
+    for name in ("cert_file", "key_file", "client_ca_file", "core_ca_file",
+                 "core_client_cert_file", "core_client_key_file"):
+        path = getattr(tls, name)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"listen.tls.{name}", f"no such file: {path}")
 
 
 def validate_rate_limits(path: str, limits: RateLimits) -> None:

@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+from gateway_common import tls
 from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from gateway_core.access_interceptor import AccessLogInterceptor
@@ -136,8 +137,10 @@ async def start_core(
     _add_reflection(both, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bind_host = host or config.listen.host
     address = f"{bind_host}:{config.listen.grpc_port if port is None else port}"
+    credentials = tls.core_credentials(config.listen.tls)
     try:
-        bound = server.add_insecure_port(address)
+        bound = server.add_insecure_port(address) if credentials is None \
+            else server.add_secure_port(address, credentials)
     except RuntimeError:  # grpc's way of saying the bind failed
         bound = 0
     if bound == 0:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from gateway_common import tls
 from gateway_common.budget import ByteBudget
 from gateway_common.config import GatewayConfig
 from gateway_common.core_api import CoreAPI
@@ -173,6 +174,7 @@ async def start_edge(
         host or config.listen.host,
         config.listen.http_port if port is None else port,
         backlog=1024,
+        ssl_context=tls.edge_context(config.listen.tls),
     )
     await site.start()
     addresses = runner.addresses

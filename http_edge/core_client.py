@@ -17,6 +17,7 @@ from aiohttp import web
 from grpc import aio
 from grpc_health.v1 import health_pb2
 
+from gateway_common import tls
 from gateway_common.config import GatewayConfig
 from gateway_common.core_api import (
     DEFAULT_DEADLINE_KEY,
@@ -61,7 +62,16 @@ class CoreClient:
         self.config = config
         if api is None:
             address = address or config.core_address
-            api = GrpcCore(aio.insecure_channel(address, options=channel_options(config)))
+            credentials = tls.channel_credentials(config.listen.tls)
+            options = channel_options(config)
+            if credentials is None:
+                channel = aio.insecure_channel(address, options=options)
+            else:
+                name = config.listen.tls.core_server_name
+                if name:
+                    options = [*options, ("grpc.ssl_target_name_override", name)]
+                channel = aio.secure_channel(address, credentials, options=options)
+            api = GrpcCore(channel)
         self.api: CoreAPI = api
         self.default_timeout = config.timeouts.max_seconds
 
