@@ -104,8 +104,9 @@ def _setup_logging(level: str) -> None:
 Stopper = Callable[[], Awaitable[None]]
 
 
-async def _run_until_signalled(start: Callable[[], Awaitable[tuple[Stopper, Stopper]]],
-                               drain_seconds: float = 0.0) -> None:
+async def _run_until_signalled(
+        start: Callable[[], Awaitable[tuple[Stopper, Stopper, Callable[[], None]]]],
+        drain_seconds: float = 0.0) -> None:
     """Run until SIGINT or SIGTERM; then drain (readiness fails while requests are still served)
     for ``drain_seconds``, then stop (listeners close, in-flight requests finish within the
     grace period). A second signal during the drain stops at once."""
@@ -114,9 +115,9 @@ async def _run_until_signalled(start: Callable[[], Awaitable[tuple[Stopper, Stop
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop_event.set)
+    drain, stop, hup = await start()
     with contextlib.suppress(NotImplementedError, AttributeError):
-        loop.add_signal_handler(signal.SIGHUP, tls.reload)  # certificates
-    drain, stop = await start()
+        loop.add_signal_handler(signal.SIGHUP, hup)  # certificates and models
     try:
         await stop_event.wait()
         if drain_seconds > 0:
@@ -130,12 +131,15 @@ async def _run_until_signalled(start: Callable[[], Awaitable[tuple[Stopper, Stop
         await stop()
 
 
-async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
-    async def start() -> tuple[Stopper, Stopper]:
+async def _serve(config: GatewayConfig, *, core: bool, edge: bool,
+                 config_path: str | None = None) -> None:
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def start() -> tuple[Stopper, Stopper, Callable[[], None]]:
         stoppers: list[Stopper] = []
         drainers: list[Callable[[], Awaitable[None] | None]] = []
         if core:
-            core_handle = await start_core(config)
+            core_handle = await start_core(config, config_path=config_path)
             stoppers.append(lambda: core_handle.stop(config.timeouts.shutdown_grace_seconds))
             drainers.append(core_handle.drain)
             if config.listen.core_metrics_port and not edge:
@@ -170,9 +174,24 @@ async def _serve(config: GatewayConfig, *, core: bool, edge: bool) -> None:
                 if result is not None:
                     await result
 
-        return drain, stop
+        def hup() -> None:
+            """SIGHUP: re-read the certificates and (in the core) the config's models."""
+            tls.reload()
+            if core:
+                task = asyncio.get_running_loop().create_task(_reload(core_handle))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+        return drain, stop, hup
 
     await _run_until_signalled(start, config.timeouts.drain_seconds)
+
+
+async def _reload(handle: Any) -> None:
+    try:
+        await handle.reload()
+    except ConfigError as exc:
+        log.error("config reload refused, the running models stay: %s", exc)
 
 
 def _run(coro: Awaitable[None]) -> None:
@@ -219,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command != "edge":  # for ``tokens`` on this data dir
                 note_config(config, args.config)
-            _run(_serve(config, core=args.command != "edge", edge=args.command != "core"))
+            _run(_serve(config, core=args.command != "edge", edge=args.command != "core",
+                        config_path=getattr(args, "config", None)))
         except ConfigError as exc:  # found at start (auth: keys, the admin credential, the DSN)
             print(f"invalid config: {exc}", file=sys.stderr)
             return EXIT_CONFIG

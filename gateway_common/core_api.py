@@ -188,6 +188,8 @@ REVOKE_TOKEN: Unary[apb.RevokeTokenRequest, apb.Token] = Unary(ADMIN, "RevokeTok
 UPDATE_TOKEN: Unary[apb.UpdateTokenRequest, apb.Token] = Unary(ADMIN, "UpdateToken", apb.Token)
 QUERY_USAGE: Unary[apb.QueryUsageRequest, apb.QueryUsageResponse] = Unary(
     ADMIN, "QueryUsage", apb.QueryUsageResponse)
+RELOAD_CONFIG: Unary[apb.ReloadConfigRequest, apb.ReloadConfigResponse] = Unary(
+    ADMIN, "ReloadConfig", apb.ReloadConfigResponse)
 ADMIN_LIST_MODELS: Unary[pb.ListModelsRequest, pb.ListModelsResponse] = Unary(
     ADMIN, "ListModels", pb.ListModelsResponse)
 

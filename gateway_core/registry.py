@@ -159,6 +159,7 @@ class ModelRegistry:
         for e in entries:
             e.chain[:] = [e.pool, *(self._by_name[f].pool for f in e.config.fallbacks)]
         self.poller = Poller([e.pool for e in entries])
+        self._closing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, config: GatewayConfig, sessions: SessionPool) -> ModelRegistry:
@@ -179,11 +180,37 @@ class ModelRegistry:
     def _providers(self) -> list[Provider]:
         return [ep.provider for e in self._entries for ep in e.pool.endpoints]
 
+    async def reload(self, config: GatewayConfig, sessions: SessionPool) -> None:
+        """Serve ``config``'s models from now on (raises ConfigError naming the bad key, and
+        changes nothing, when they are not valid). Requests in flight keep the entries they
+        resolved and finish on them; the old pools' polling stops at once, their gauges leave
+        /metrics, and their providers close after ``timeouts.max_seconds`` (no request outlives
+        its deadline)."""
+        new = ModelRegistry.from_config(config, sessions)
+        await new.start()
+        old_entries, old_poller = self._entries, self.poller
+        self._entries, self._by_name, self._endpoints = new._entries, new._by_name, new._endpoints
+        self.poller = new.poller
+        self.created = int(time.time())
+        await old_poller.close()
+        for e in old_entries:
+            e.pool.close()
+        providers = [ep.provider for e in old_entries for ep in e.pool.endpoints]
+
+        async def close_later() -> None:
+            await asyncio.sleep(config.timeouts.max_seconds)
+            await asyncio.gather(*(p.close() for p in providers), return_exceptions=True)
+
+        self._closing = asyncio.get_running_loop().create_task(close_later())
+
     async def start(self) -> None:
         await asyncio.gather(*(p.start() for p in self._providers()))
         self.poller.start()
 
     async def close(self) -> None:
+        closing = getattr(self, "_closing", None)
+        if closing is not None:
+            closing.cancel()
         await self.poller.close()
         for e in self._entries:
             e.pool.close()

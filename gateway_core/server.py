@@ -8,6 +8,7 @@ auth (``gateway_core/auth``; off when ``auth.enabled`` is false).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from gateway_common import tls
 from gateway_common.budget import ByteBudget
-from gateway_common.config import GatewayConfig
+from gateway_common.config import ConfigError, GatewayConfig, load_config, validate
 from gateway_core.access_interceptor import AccessLogInterceptor
 from gateway_core.auth.runtime import AuthRuntime, start_auth
 from gateway_core.in_process import HandlerTable, InProcessCore, Registrar
@@ -71,6 +72,27 @@ class CoreHandle:
     in_process: InProcessCore | None = None
     # The process's budget of buffered bytes (an edge in this process shares it).
     buffers: ByteBudget | None = None
+    # The config it serves, and the file it came from (for reloads).
+    config: GatewayConfig | None = None
+    config_path: str | None = None
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file and serve its models (see ``ModelRegistry.reload``); the
+        other settings stay as the process started with them. Raises ConfigError naming the bad
+        key; the running models stay then."""
+        if not self.config_path or self.config is None:
+            raise ConfigError("", "the gateway runs without a config file (--config): there is "
+                              "nothing to re-read")
+        fresh = load_config(self.config_path)
+        merged = validate(dataclasses.replace(
+            self.config, models=fresh.models, endpoints=fresh.endpoints,
+            tgi_model=fresh.tgi_model))
+        await self.registry.reload(merged, self.sessions)
+        self.config = merged
+        ids = [e.id for e in self.registry.entries()]
+        log.info("config reloaded from %s: %d models (%s)", self.config_path, len(ids),
+                 ", ".join(ids))
+        return ids
 
     async def drain(self) -> None:
         """Report NOT_SERVING (readiness fails) while still serving: shutdown is coming."""
@@ -109,6 +131,7 @@ async def start_core(
     host: str | None = None,
     port: int | None = None,
     extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+    config_path: str | None = None,
 ) -> CoreHandle:
     """Build, bind and start the core. ``port=0`` picks a free port (see ``handle.port``)."""
     limiter = Limiter.from_config(config)  # (first: it may refuse the config)
@@ -132,8 +155,13 @@ async def start_core(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, both)
     services = [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]
+    handle_ref: list[CoreHandle] = []
+
+    async def reload() -> list[str]:
+        return await handle_ref[0].reload()
+
     if auth is not None:
-        services += auth.add_to_server(both, limiter)
+        services += auth.add_to_server(both, limiter, reload)
     _add_reflection(both, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bind_host = host or config.listen.host
     address = f"{bind_host}:{config.listen.grpc_port if port is None else port}"
@@ -155,6 +183,9 @@ async def start_core(
     for name in ("", *services):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("core listening on %s:%d (%d models)", bind_host, bound, len(registry.entries()))
-    return CoreHandle(server, bound, registry, sessions, health,
-                      extras=[limiter, *([auth] if auth is not None else [])], auth=auth,
-                      in_process=InProcessCore(table), buffers=buffers)
+    handle = CoreHandle(server, bound, registry, sessions, health,
+                        extras=[limiter, *([auth] if auth is not None else [])], auth=auth,
+                        in_process=InProcessCore(table), buffers=buffers, config=config,
+                        config_path=config_path)
+    handle_ref.append(handle)
+    return handle

@@ -109,10 +109,11 @@ class Gateway:
         await self.core.stop(0)
 
 
-async def start_gateway(config: GatewayConfig, transport: str = "local") -> Gateway:
+async def start_gateway(config: GatewayConfig, transport: str = "local",
+                        config_path: str | None = None) -> Gateway:
     """Core and edge in this process, the edge calling the core over ``transport``: "local"
     (the core in process, as ``serve`` does) or "grpc" (its port, as ``edge`` does)."""
-    core = await start_core(config, host="127.0.0.1", port=0)
+    core = await start_core(config, host="127.0.0.1", port=0, config_path=config_path)
     edge = await start_edge(config, host="127.0.0.1", port=0,
                             core_address=f"127.0.0.1:{core.port}",
                             core=core.in_process if transport == "local" else None,

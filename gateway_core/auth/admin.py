@@ -5,13 +5,15 @@ The admin credential is checked by ``AdminAuthInterceptor`` before any method he
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from grpc import aio
 
-from gateway_common.config import RateLimits
+from gateway_common.config import ConfigError, RateLimits
 from gateway_core.auth.records import LIMIT_FIELDS, TokenRecord, UsageRow, limits_to_json
 from gateway_core.auth.service import TokenService
 from gateway_core.auth.usage import UsageRecorder
@@ -22,7 +24,11 @@ from inference_gateway.v1 import admin_pb2 as apb
 from inference_gateway.v1 import admin_pb2_grpc as apb_grpc
 from inference_gateway.v1 import inference_pb2 as pb
 
+log = logging.getLogger(__name__)
+
 Ctx = aio.ServicerContext[Any, Any]
+# Re-reads the config file and serves its models; the ids served (raises ConfigError).
+Reloader = Callable[[], Awaitable[list[str]]]
 
 _GROUP_BY = {
     apb.QueryUsageRequest.GROUP_BY_UNSPECIFIED: "token_and_model",
@@ -70,11 +76,13 @@ def usage_proto(r: UsageRow) -> apb.UsageRow:
 
 class AdminServicer(apb_grpc.AdminServicer):
     def __init__(self, tokens: TokenService, registry: ModelRegistry,
-                 usage: UsageRecorder, limiter: Limiter | None = None) -> None:
+                 usage: UsageRecorder, limiter: Limiter | None = None,
+                 reload: Reloader | None = None) -> None:
         self.tokens = tokens
         self.registry = registry
         self.usage = usage
         self.limiter = limiter
+        self.reload = reload
 
     async def _shown(self, r: TokenRecord, now: float | None = None) -> apb.Token:
         remaining = None
@@ -140,6 +148,17 @@ class AdminServicer(apb_grpc.AdminServicer):
             row.limits.CopyFrom(shown[row.token_id].limits)
             row.remaining.CopyFrom(shown[row.token_id].remaining)
         return out
+
+    async def ReloadConfig(self, request: apb.ReloadConfigRequest, context: Ctx
+                           ) -> apb.ReloadConfigResponse:
+        if self.reload is None:
+            raise InvalidRequest("this gateway cannot reload its config")
+        try:
+            ids = await self.reload()
+        except ConfigError as exc:
+            log.error("config reload refused, the running models stay: %s", exc)
+            raise InvalidRequest(f"the config was not reloaded: {exc}") from None
+        return apb.ReloadConfigResponse(models=ids)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Ctx
                          ) -> pb.ListModelsResponse:

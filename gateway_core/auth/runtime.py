@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from grpc import aio
 
 from gateway_common.config import ConfigError, GatewayConfig
-from gateway_core.auth.admin import AdminServicer
+from gateway_core.auth.admin import AdminServicer, Reloader
 from gateway_core.auth.authenticator import AdminGuard, Authenticator
 from gateway_core.auth.interceptor import AdminAuthInterceptor, AuthInterceptor
 from gateway_core.auth.jwt_auth import JwtVerifier
@@ -61,10 +61,11 @@ class AuthRuntime:
         ]
         self._registry = registry
 
-    def add_to_server(self, server: aio.Server, limiter: Limiter | None = None) -> list[str]:
+    def add_to_server(self, server: aio.Server, limiter: Limiter | None = None,
+                      reload: Reloader | None = None) -> list[str]:
         """Add the Admin service; returns the service names it adds."""
         apb_grpc.add_AdminServicer_to_server(
-            AdminServicer(self.tokens, self._registry, self.usage, limiter), server)
+            AdminServicer(self.tokens, self._registry, self.usage, limiter, reload), server)
         return [ADMIN_SERVICE]
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ old ones whole), ``GET /admin/tokens[?model=&include_revoked=true]``, ``GET /adm
 (each with its ``limits`` and what is ``remaining`` of them),
 ``DELETE /admin/tokens/{id}`` (or ``POST /admin/tokens/{id}/revoke``),
 ``GET /admin/usage[?token_id=&model=&since=24h|start=&end=&group_by=token|model|token_and_model]``
-and ``GET /admin/models``.
+``GET /admin/models`` and ``POST /admin/reload`` (re-read the config file's models).
 
 The caller's ``Authorization`` header goes to the core like any other; the core decides (the admin
 credential, never a model token).
@@ -28,6 +28,7 @@ from gateway_common.core_api import (
     GET_TOKEN,
     LIST_TOKENS,
     QUERY_USAGE,
+    RELOAD_CONFIG,
     REVOKE_TOKEN,
     UPDATE_TOKEN,
 )
@@ -232,6 +233,11 @@ def admin_model_json(m: pb.Model) -> dict[str, Any]:
         for u in m.upstreams]}
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    resp = await unary(request, RELOAD_CONFIG, apb.ReloadConfigRequest())
+    return json_response({"status": "reloaded", "models": list(resp.models)})
+
+
 async def list_models(request: web.Request) -> web.Response:
     resp = await unary(request, ADMIN_LIST_MODELS, pb.ListModelsRequest())
     return json_response({"object": "list", "data": [admin_model_json(m) for m in resp.models]})
@@ -247,4 +253,5 @@ def setup(app: web.Application) -> None:
         ("POST", "/admin/tokens/{id}/revoke", revoke_token),
         ("GET", "/admin/usage", usage),
         ("GET", "/admin/models", list_models),
+        ("POST", "/admin/reload", reload_config),
     ])

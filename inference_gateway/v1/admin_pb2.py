@@ -25,39 +25,43 @@ _sym_db = _symbol_database.Default()
 from inference_gateway.v1 import inference_pb2 as inference__gateway_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n inference_gateway/v1/admin.proto\x12\x14inference_gateway.v1\x1a$inference_gateway/v1/inference.proto\"\x9e\x02\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x14\n\x0clast_used_at\x18\x07 \x01(\x03\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\x12\x0e\n\x06status\x18\t \x01(\t\x12\x31\n\x06limits\x18\n \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x10\n\x08priority\x18\x0b \x01(\t\x12\x34\n\tremaining\x18\x0c \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\"\xcf\x01\n\x0bTokenLimits\x12\x10\n\x03rpm\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x10\n\x03tpm\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x0c\x64\x61ily_tokens\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x1b\n\x0emonthly_tokens\x18\x05 \x01(\x04H\x04\x88\x01\x01\x42\x06\n\x04_rpmB\x06\n\x04_tpmB\x12\n\x10_max_concurrencyB\x0f\n\r_daily_tokensB\x11\n\x0f_monthly_tokens\"\xa7\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x31\n\x06limits\x18\x05 \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x10\n\x08priority\x18\x06 \x01(\t\"e\n\x12UpdateTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x06limits\x18\x02 \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x10\n\x08priority\x18\x03 \x01(\t\"Q\n\x13\x43reateTokenResponse\x12*\n\x05token\x18\x01 \x01(\x0b\x32\x1b.inference_gateway.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\";\n\x11ListTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"A\n\x12ListTokensResponse\x12+\n\x06tokens\x18\x01 \x03(\x0b\x32\x1b.inference_gateway.v1.Token\"\x1d\n\x0fGetTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x88\x02\n\x11QueryUsageRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nstart_time\x18\x03 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x04 \x01(\x01\x12\x41\n\x08group_by\x18\x05 \x01(\x0e\x32/.inference_gateway.v1.QueryUsageRequest.GroupBy\"i\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eGROUP_BY_TOKEN\x10\x01\x12\x12\n\x0eGROUP_BY_MODEL\x10\x02\x12\x1c\n\x18GROUP_BY_TOKEN_AND_MODEL\x10\x03\"\xa8\x02\n\x08UsageRow\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\ntoken_name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x04\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x04\x12\x17\n\x0fmean_latency_ms\x18\x08 \x01(\x01\x12\x11\n\tend_users\x18\t \x01(\x04\x12\x31\n\x06limits\x18\n \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x34\n\tremaining\x18\x0b \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\"B\n\x12QueryUsageResponse\x12,\n\x04rows\x18\x01 \x03(\x0b\x32\x1e.inference_gateway.v1.UsageRow2\x8a\x05\n\x05\x41\x64min\x12\x62\n\x0b\x43reateToken\x12(.inference_gateway.v1.CreateTokenRequest\x1a).inference_gateway.v1.CreateTokenResponse\x12_\n\nListTokens\x12\'.inference_gateway.v1.ListTokensRequest\x1a(.inference_gateway.v1.ListTokensResponse\x12N\n\x08GetToken\x12%.inference_gateway.v1.GetTokenRequest\x1a\x1b.inference_gateway.v1.Token\x12T\n\x0bRevokeToken\x12(.inference_gateway.v1.RevokeTokenRequest\x1a\x1b.inference_gateway.v1.Token\x12T\n\x0bUpdateToken\x12(.inference_gateway.v1.UpdateTokenRequest\x1a\x1b.inference_gateway.v1.Token\x12_\n\nQueryUsage\x12\'.inference_gateway.v1.QueryUsageRequest\x1a(.inference_gateway.v1.QueryUsageResponse\x12_\n\nListModels\x12\'.inference_gateway.v1.ListModelsRequest\x1a(.inference_gateway.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n inference_gateway/v1/admin.proto\x12\x14inference_gateway.v1\x1a$inference_gateway/v1/inference.proto\"\x15\n\x13ReloadConfigRequest\"&\n\x14ReloadConfigResponse\x12\x0e\n\x06models\x18\x01 \x03(\t\"\x9e\x02\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x14\n\x0clast_used_at\x18\x07 \x01(\x03\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\x12\x0e\n\x06status\x18\t \x01(\t\x12\x31\n\x06limits\x18\n \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x10\n\x08priority\x18\x0b \x01(\t\x12\x34\n\tremaining\x18\x0c \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\"\xcf\x01\n\x0bTokenLimits\x12\x10\n\x03rpm\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x10\n\x03tpm\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x0c\x64\x61ily_tokens\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x1b\n\x0emonthly_tokens\x18\x05 \x01(\x04H\x04\x88\x01\x01\x42\x06\n\x04_rpmB\x06\n\x04_tpmB\x12\n\x10_max_concurrencyB\x0f\n\r_daily_tokensB\x11\n\x0f_monthly_tokens\"\xa7\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x1a\n\x12\x65xpires_in_seconds\x18\x03 \x01(\x03\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x31\n\x06limits\x18\x05 \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x10\n\x08priority\x18\x06 \x01(\t\"e\n\x12UpdateTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x06limits\x18\x02 \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x10\n\x08priority\x18\x03 \x01(\t\"Q\n\x13\x43reateTokenResponse\x12*\n\x05token\x18\x01 \x01(\x0b\x32\x1b.inference_gateway.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\";\n\x11ListTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"A\n\x12ListTokensResponse\x12+\n\x06tokens\x18\x01 \x03(\x0b\x32\x1b.inference_gateway.v1.Token\"\x1d\n\x0fGetTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x88\x02\n\x11QueryUsageRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nstart_time\x18\x03 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x04 \x01(\x01\x12\x41\n\x08group_by\x18\x05 \x01(\x0e\x32/.inference_gateway.v1.QueryUsageRequest.GroupBy\"i\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x12\n\x0eGROUP_BY_TOKEN\x10\x01\x12\x12\n\x0eGROUP_BY_MODEL\x10\x02\x12\x1c\n\x18GROUP_BY_TOKEN_AND_MODEL\x10\x03\"\xa8\x02\n\x08UsageRow\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\ntoken_name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x04\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x04\x12\x17\n\x0fmean_latency_ms\x18\x08 \x01(\x01\x12\x11\n\tend_users\x18\t \x01(\x04\x12\x31\n\x06limits\x18\n \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\x12\x34\n\tremaining\x18\x0b \x01(\x0b\x32!.inference_gateway.v1.TokenLimits\"B\n\x12QueryUsageResponse\x12,\n\x04rows\x18\x01 \x03(\x0b\x32\x1e.inference_gateway.v1.UsageRow2\xf1\x05\n\x05\x41\x64min\x12\x62\n\x0b\x43reateToken\x12(.inference_gateway.v1.CreateTokenRequest\x1a).inference_gateway.v1.CreateTokenResponse\x12_\n\nListTokens\x12\'.inference_gateway.v1.ListTokensRequest\x1a(.inference_gateway.v1.ListTokensResponse\x12N\n\x08GetToken\x12%.inference_gateway.v1.GetTokenRequest\x1a\x1b.inference_gateway.v1.Token\x12T\n\x0bRevokeToken\x12(.inference_gateway.v1.RevokeTokenRequest\x1a\x1b.inference_gateway.v1.Token\x12T\n\x0bUpdateToken\x12(.inference_gateway.v1.UpdateTokenRequest\x1a\x1b.inference_gateway.v1.Token\x12_\n\nQueryUsage\x12\'.inference_gateway.v1.QueryUsageRequest\x1a(.inference_gateway.v1.QueryUsageResponse\x12_\n\nListModels\x12\'.inference_gateway.v1.ListModelsRequest\x1a(.inference_gateway.v1.ListModelsResponse\x12\x65\n\x0cReloadConfig\x12).inference_gateway.v1.ReloadConfigRequest\x1a*.inference_gateway.v1.ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inference_gateway.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKEN']._serialized_start=97
-  _globals['_TOKEN']._serialized_end=383
-  _globals['_TOKENLIMITS']._serialized_start=386
-  _globals['_TOKENLIMITS']._serialized_end=593
-  _globals['_CREATETOKENREQUEST']._serialized_start=596
-  _globals['_CREATETOKENREQUEST']._serialized_end=763
-  _globals['_UPDATETOKENREQUEST']._serialized_start=765
-  _globals['_UPDATETOKENREQUEST']._serialized_end=866
-  _globals['_CREATETOKENRESPONSE']._serialized_start=868
-  _globals['_CREATETOKENRESPONSE']._serialized_end=949
-  _globals['_LISTTOKENSREQUEST']._serialized_start=951
-  _globals['_LISTTOKENSREQUEST']._serialized_end=1010
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=1012
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=1077
-  _globals['_GETTOKENREQUEST']._serialized_start=1079
-  _globals['_GETTOKENREQUEST']._serialized_end=1108
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1110
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1142
-  _globals['_QUERYUSAGEREQUEST']._serialized_start=1145
-  _globals['_QUERYUSAGEREQUEST']._serialized_end=1409
-  _globals['_QUERYUSAGEREQUEST_GROUPBY']._serialized_start=1304
-  _globals['_QUERYUSAGEREQUEST_GROUPBY']._serialized_end=1409
-  _globals['_USAGEROW']._serialized_start=1412
-  _globals['_USAGEROW']._serialized_end=1708
-  _globals['_QUERYUSAGERESPONSE']._serialized_start=1710
-  _globals['_QUERYUSAGERESPONSE']._serialized_end=1776
-  _globals['_ADMIN']._serialized_start=1779
-  _globals['_ADMIN']._serialized_end=2429
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=96
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=117
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=119
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=157
+  _globals['_TOKEN']._serialized_start=160
+  _globals['_TOKEN']._serialized_end=446
+  _globals['_TOKENLIMITS']._serialized_start=449
+  _globals['_TOKENLIMITS']._serialized_end=656
+  _globals['_CREATETOKENREQUEST']._serialized_start=659
+  _globals['_CREATETOKENREQUEST']._serialized_end=826
+  _globals['_UPDATETOKENREQUEST']._serialized_start=828
+  _globals['_UPDATETOKENREQUEST']._serialized_end=929
+  _globals['_CREATETOKENRESPONSE']._serialized_start=931
+  _globals['_CREATETOKENRESPONSE']._serialized_end=1012
+  _globals['_LISTTOKENSREQUEST']._serialized_start=1014
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1073
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1075
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1140
+  _globals['_GETTOKENREQUEST']._serialized_start=1142
+  _globals['_GETTOKENREQUEST']._serialized_end=1171
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1173
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1205
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=1208
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=1472
+  _globals['_QUERYUSAGEREQUEST_GROUPBY']._serialized_start=1367
+  _globals['_QUERYUSAGEREQUEST_GROUPBY']._serialized_end=1472
+  _globals['_USAGEROW']._serialized_start=1475
+  _globals['_USAGEROW']._serialized_end=1771
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=1773
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=1839
+  _globals['_ADMIN']._serialized_start=1842
+  _globals['_ADMIN']._serialized_end=2595
 # @@protoc_insertion_point(module_scope)

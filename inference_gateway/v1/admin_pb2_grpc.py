@@ -71,6 +71,11 @@ class AdminStub:
                 request_serializer=inference__gateway_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=inference__gateway_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.ReloadConfig = channel.unary_unary(
+                '/inference_gateway.v1.Admin/ReloadConfig',
+                request_serializer=inference__gateway_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
+                response_deserializer=inference__gateway_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -129,6 +134,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadConfig(self, request, context):
+        """Re-read the config file and serve its models (added, removed or changed) from the next
+        request on; requests in flight finish on the models they started with. INVALID_ARGUMENT,
+        naming the bad key, when the file is not valid: the running models stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +180,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=inference__gateway_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
                     response_serializer=inference__gateway_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ReloadConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadConfig,
+                    request_deserializer=inference__gateway_dot_v1_dot_admin__pb2.ReloadConfigRequest.FromString,
+                    response_serializer=inference__gateway_dot_v1_dot_admin__pb2.ReloadConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +377,33 @@ class Admin:
             '/inference_gateway.v1.Admin/ListModels',
             inference__gateway_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
             inference__gateway_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference_gateway.v1.Admin/ReloadConfig',
+            inference__gateway_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
+            inference__gateway_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,11 @@ class AdminStub:
     """Requests, errors, tokens and latency per token and/or model over a time window."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
     """Every configured model, whatever a token may call."""
+    ReloadConfig: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReloadConfigRequest, _admin_pb2.ReloadConfigResponse]
+    """Re-read the config file and serve its models (added, removed or changed) from the next
+    request on; requests in flight finish on the models they started with. INVALID_ARGUMENT,
+    naming the bad key, when the file is not valid: the running models stay.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -89,6 +94,11 @@ class AdminAsyncStub(AdminStub):
     """Requests, errors, tokens and latency per token and/or model over a time window."""
     ListModels: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Every configured model, whatever a token may call."""
+    ReloadConfig: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReloadConfigRequest, _admin_pb2.ReloadConfigResponse]  # type: ignore[assignment]
+    """Re-read the config file and serve its models (added, removed or changed) from the next
+    request on; requests in flight finish on the models they started with. INVALID_ARGUMENT,
+    naming the bad key, when the file is not valid: the running models stay.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Token administration, usage queries and the full model list."""
@@ -154,5 +164,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ListModelsResponse, _abc.Awaitable[_inference_pb2.ListModelsResponse]]:
         """Every configured model, whatever a token may call."""
+
+    @_abc_1.abstractmethod
+    def ReloadConfig(
+        self,
+        request: _admin_pb2.ReloadConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReloadConfigResponse, _abc.Awaitable[_admin_pb2.ReloadConfigResponse]]:
+        """Re-read the config file and serve its models (added, removed or changed) from the next
+        request on; requests in flight finish on the models they started with. INVALID_ARGUMENT,
+        naming the bad key, when the file is not valid: the running models stay.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
