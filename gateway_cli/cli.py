@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from gateway_cli.tokens_cli import add_parser as add_tokens_parser
 from gateway_cli.tokens_cli import note_config, print_bootstrap
 from gateway_cli.tokens_cli import run as run_tokens
-from gateway_common import access_log, tls
+from gateway_common import access_log, tls, tracing
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.defaults import default_config
 from gateway_core.registry import validate_providers
@@ -235,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         _setup_logging(config.log_level)
         access_log.setup(config.access_log)
+        tracing.setup(config.tracing.enabled)
         try:
             if args.command != "edge":  # for ``tokens`` on this data dir
                 note_config(config, args.config)

@@ -345,6 +345,12 @@ class CorsConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    # OpenTelemetry spans (the otel extra), exported as the OTEL_* variables say.
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     listen: ListenConfig = field(default_factory=ListenConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -359,6 +365,7 @@ class GatewayConfig:
     tgi_model: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cors: CorsConfig = field(default_factory=CorsConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     # One line per request on stdout (docs/OPERATIONS.md): json, text or off.
     access_log: Literal["json", "text", "off"] = "json"
 

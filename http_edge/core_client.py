@@ -107,8 +107,10 @@ class CoreClient:
         """(timeout, metadata) for a core call made on behalf of ``request``."""
         timeout, fallback = self.timeout_of(request)
         headers = request.headers
-        md: list[tuple[str, str]] = [(REQUEST_ID_KEY, request[STATE].request_id),
-                                     (FROM_EDGE_KEY, "1")]
+        state = request[STATE]
+        md: list[tuple[str, str]] = [(REQUEST_ID_KEY, state.request_id), (FROM_EDGE_KEY, "1")]
+        if state.traceparent:
+            md.append(("traceparent", state.traceparent))
         auth = headers.get("Authorization")
         if auth:
             md.append(("authorization", metadata_value(auth)))

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from grpc import aio
 
-from gateway_common import access_log
+from gateway_common import access_log, tracing
 from gateway_common.metrics import child
 from http_edge import metrics
 from http_edge.errors import HTTP_KINDS, REASON_TABLE, EdgeError, from_rpc_error
@@ -48,17 +48,31 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not _REQUEST_ID.match(rid):
         rid = os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
     state = request[STATE] = RequestState(dialect=dialect_of(request).name, request_id=rid)
+    if tracing.enabled():
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else "unmatched"
+        state.span = tracing.start(f"{request.method} {template}",
+                                   request.headers.get("traceparent"), "SERVER",
+                                   {"http.request.method": request.method,
+                                    "http.route": template, "gateway.request_id": rid})
+        state.traceparent = tracing.header_of(state.span)
     try:
         resp = await handler(request)
     except web.HTTPException as exc:  # redirects and the like
         if access_log.enabled():
             _access(request, state, exc.status)
+        tracing.end(state.span, http__response__status_code=exc.status)
+        raise
+    except BaseException as exc:
+        tracing.end(state.span, exc)
         raise
     if not resp.prepared:
         resp.headers["X-Request-Id"] = rid
         state.served_headers(resp.headers)
     if access_log.enabled():
         _access(request, state, resp.status)
+    tracing.end(state.span, http__response__status_code=resp.status,
+                gen_ai__request__model=state.model if state.model != MODEL_UNRESOLVED else None)
     return resp
 
 
@@ -76,7 +90,7 @@ def _access(request: web.Request, state: RequestState, status: int) -> None:
         "prompt_tokens": tokens[0] if tokens else None,
         "completion_tokens": tokens[1] if tokens else None,
         "token_id": state.token_id, "end_user": state.end_user,
-        "error": state.error_reason,
+        "error": state.error_reason, "trace_id": tracing.trace_id(state.span),
     })
 
 

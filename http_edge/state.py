@@ -62,6 +62,9 @@ class RequestState:
     token_id: str | None = None
     end_user: str | None = None
     tokens: tuple[int, int] | None = None
+    # Tracing (on): the edge's span, and its W3C traceparent for the core.
+    span: Any = None
+    traceparent: str | None = None
 
     def served_headers(self, headers: MutableMapping[str, str]) -> None:
         if self.served_model is not None:

@@ -44,6 +44,8 @@ class Call:
     # connection, and the upstream's response headers after the request was sent.
     connect_timeout: float | None = None
     headers_timeout: float | None = None
+    # The W3C traceparent of the current attempt's span (tracing on), sent to the upstream.
+    traceparent: str | None = None
 
     def hold(self, nbytes: int) -> None:
         """Count ``nbytes`` of an upstream answer against the budget until ``release``; raises

@@ -171,6 +171,8 @@ def _headers(base: Mapping[str, str], call: Call, api_key: str | None) -> dict[s
         headers["X-Request-Id"] = call.request_id
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
+    if call.traceparent:
+        headers["traceparent"] = call.traceparent
     return headers
 
 

@@ -8,11 +8,13 @@ the edge marks its deadline as a fallback (metadata ``igw-default-deadline``), t
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from grpc import aio
 
+from gateway_common import tracing
 from gateway_common.asyncgen import delegate
 from gateway_common.budget import ByteBudget
 from gateway_common.config import PRIORITIES, LimitsConfig
@@ -172,10 +174,30 @@ def via_stream(entry: ModelEntry, extra: Any) -> bool:
     return not wants_unary(extra)
 
 
+# GenAI semantic conventions' operation names, where they have one.
+TASK_OF_MODEL_CALL = {"completion": "text_completion", "embedding": "embeddings"}
+
+
+def _traceparent(context: Ctx) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == tracing.TRACEPARENT:
+            return str(value)
+    return None
+
+
 def _report(context: Ctx, call: Call, route: Route) -> None:
+    logged = _for_the_log(route)
     context.set_trailing_metadata(((MODEL_KEY, current_model.get()),
                                    (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),
-                                   *route.metadata(), *_for_the_log(route)))
+                                   *route.metadata(), *logged))
+    if route.span is not None:
+        usage = dict(logged).get(USAGE_LOG_KEY, "")
+        prompt, _, completion = usage.partition(",")
+        # (called from a finally block: the exception on its way out, if any)
+        tracing.end(route.span, sys.exc_info()[1], gen_ai__response__model=route.served,
+                    gen_ai__usage__input_tokens=int(prompt) if prompt else None,
+                    gen_ai__usage__output_tokens=int(completion) if completion else None,
+                    gateway__attempts=route.attempts)
 
 
 def _for_the_log(route: Route) -> tuple[tuple[str, str], ...]:
@@ -241,6 +263,12 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         end_user = getattr(request, "end_user", "") if request is not None else ""
         if end_user:
             route.end_user = end_user[:128]
+        if tracing.enabled():
+            task = TASK_OF_MODEL_CALL.get(entry.config.task, entry.config.task)
+            route.span = tracing.start(
+                f"{task} {entry.id}", _traceparent(context), "SERVER",
+                {"gen_ai.operation.name": task, "gen_ai.request.model": entry.id,
+                 "gen_ai.system": entry.config.provider})
         return route
 
     async def _unary(self, model: str, task: str, context: Ctx,

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 
+from gateway_common import tracing
 from gateway_common.core_api import ATTEMPTS_KEY, SERVED_MODEL_KEY, SHOULD_RETRY_KEY
 from gateway_common.metrics import child
 from gateway_core.errors import (
@@ -149,6 +150,9 @@ class Route:
         self.usage: Any = None
         self.tail: Any = None
         self.end_user = ""
+        # Tracing (on): the request's span in the core, and the current attempt's.
+        self.span: Any = None
+        self.attempt_span: Any = None
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """What served the request, for the caller (headers at the edge), and its rate limits'
@@ -228,9 +232,18 @@ class Route:
         self.attempts += 1
         self.served = pool.model
         pool.begin(e)
+        if self.span is not None:
+            self.attempt_span = tracing.start(
+                f"upstream {pool.model}", tracing.header_of(self.span), "CLIENT",
+                {"server.address": e.label, "gen_ai.request.model": pool.model,
+                 "gateway.attempt": self.attempts})
+            self.call.traceparent = tracing.header_of(self.attempt_span)
 
     def _failed(self, pool: Pool, e: Endpoint, exc: BaseException) -> None:
         pool.end(e, _health_outcome(exc))
+        if self.attempt_span is not None:
+            tracing.end(self.attempt_span, exc)
+            self.attempt_span = None
         child(metrics.ATTEMPTS, pool.model, e.label, _outcome_label(exc)).inc()
         if isinstance(exc, GatewayError):
             log.warning("model %s: attempt %d on %s failed: %s", pool.model, self.attempts,
@@ -238,6 +251,9 @@ class Route:
 
     def _succeeded(self, pool: Pool, e: Endpoint) -> None:
         pool.end(e, "ok")
+        if self.attempt_span is not None:
+            tracing.end(self.attempt_span)
+            self.attempt_span = None
         child(metrics.ATTEMPTS, pool.model, e.label, "ok").inc()
 
     def _exhausted(self) -> GatewayError:

@@ -19,7 +19,7 @@ faults for the next requests (taken one per request, in order). Faults:
 A stream request with vLLM's ``continue_final_message`` continues the assistant text it ends with
 (``text`` is the whole answer, the same on every replica of a test that needs it).
 
-It records every request (``requests``), the handlers cut by their client (``disconnects``) and
+It records every request (``requests``, and their headers in ``headers_seen``), the handlers cut by their client (``disconnects``) and
 the requests in flight (``in_flight``, ``peak``); ``/metrics`` serves ``metrics_text`` (vLLM's
 names) and ``/health`` answers ``health_status``.
 """
@@ -55,6 +55,7 @@ class FaultyUpstream:
         self.delay = delay
         self.retry_after = retry_after
         self.requests: list[dict[str, Any]] = []
+        self.headers_seen: list[dict[str, str]] = []
         self.disconnects = 0
         self.in_flight = 0
         self.peak = 0
@@ -113,6 +114,7 @@ class FaultyUpstream:
         body = await request.json()
         body["_at"] = time.monotonic()
         self.requests.append(body)
+        self.headers_seen.append(dict(request.headers))
         fault = self.queue.popleft() if self.queue else self.fault
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
