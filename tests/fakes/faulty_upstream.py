@@ -20,8 +20,8 @@ A stream request with vLLM's ``continue_final_message`` continues the assistant 
 (``text`` is the whole answer, the same on every replica of a test that needs it).
 
 It records every request (``requests``, and their headers in ``headers_seen``), the handlers
-cut by their client (``disconnects``) and the requests in flight (``in_flight``, ``peak``); ``/metrics`` serves ``metrics_text`` (vLLM's
-names) and ``/health`` answers ``health_status``.
+cut by their client (``disconnects``) and the requests in flight (``in_flight``, ``peak``);
+``/metrics`` serves ``metrics_text`` (vLLM's names) and ``/health`` answers ``health_status``.
 """
 
 from __future__ import annotations
