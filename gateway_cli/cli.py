@@ -129,6 +129,7 @@ async def _run_until_signalled(
     finally:
         log.info("shutting down")
         await stop()
+        access_log.flush()
 
 
 async def _serve(config: GatewayConfig, *, core: bool, edge: bool,

@@ -23,6 +23,7 @@ from prometheus_client import Counter, Histogram, disable_created_metrics
 from gateway_common.asyncgen import delegate
 from gateway_common.core_api import MODEL_KEY, REASON_KEY
 from gateway_common.metrics import child
+from gateway_core import access_interceptor as access
 from gateway_core.errors import GatewayError, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -217,12 +218,17 @@ class MetricsInterceptor(BehaviorInterceptor):
     ) -> Any:
         started = time.perf_counter()
         current_model.set("")  # this call's model, once resolved (not an earlier call's)
+        logged = access.wanted(method, context)
         try:
             result = await behavior(request, context)
         except BaseException as exc:
             self._observe(method, started, context, exc)
+            if logged:
+                access.write(method, context, started, _code_of(context, exc), None)
             raise
         self._observe(method, started, context, None)
+        if logged:
+            access.write(method, context, started, "OK", None)
         return result
 
     async def around_stream(
@@ -231,11 +237,19 @@ class MetricsInterceptor(BehaviorInterceptor):
     ) -> AsyncIterator[Any]:
         started = time.perf_counter()
         current_model.set("")
+        logged = access.wanted(method, context)
+        ttft: float | None = None
         try:
             async with delegate(behavior(request, context)) as items:
                 async for item in items:
+                    if logged and ttft is None:
+                        ttft = time.perf_counter() - started
                     yield item
         except BaseException as exc:
             self._observe(method, started, context, exc)
+            if logged:
+                access.write(method, context, started, _code_of(context, exc), ttft)
             raise
         self._observe(method, started, context, None)
+        if logged:
+            access.write(method, context, started, "OK", ttft)

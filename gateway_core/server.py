@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 from gateway_common import tls
 from gateway_common.budget import ByteBudget
 from gateway_common.config import ConfigError, GatewayConfig, load_config, validate
-from gateway_core.access_interceptor import AccessLogInterceptor
 from gateway_core.auth.runtime import AuthRuntime, start_auth
 from gateway_core.in_process import HandlerTable, InProcessCore, Registrar
 from gateway_core.interceptors import ErrorInterceptor, MetricsInterceptor
@@ -140,8 +139,8 @@ async def start_core(
     await registry.start()
     auth = await start_auth(config, registry) if config.auth.enabled else None
     interceptors: list[aio.ServerInterceptor] = [
-        MetricsInterceptor(), ErrorInterceptor(), AccessLogInterceptor(),
-        *(auth.interceptors if auth else ()), *extra_interceptors,
+        MetricsInterceptor(), ErrorInterceptor(), *(auth.interceptors if auth else ()),
+        *extra_interceptors,
     ]
     server = aio.server(interceptors=interceptors, options=server_options(config))
     table = HandlerTable(interceptors)

@@ -3,6 +3,8 @@ never a secret; gRPC callers' calls too (logged by the core), the edge's calls o
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 from pathlib import Path
@@ -102,18 +104,25 @@ async def test_grpc_callers_are_logged_by_the_core_and_edge_calls_once(
     assert [line["dialect"] for line in _access(caplog)] == ["openai"]
 
 
-def test_text_lines_and_off(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_serve_writes_buffered_lines_to_stdout_text_or_json_or_none() -> None:
+    out = io.BytesIO()
     try:
-        access_log.setup("text")
+        access_log.setup("text", out)
         access_log.write({"request_id": "r1", "status": 200, "model": None})
-        out = capsys.readouterr().out
-        assert "request_id=r1 status=200" in out and "model" not in out
-        access_log.setup("off")
-        access_log.write({"request_id": "r2"})
-        assert "r2" not in capsys.readouterr().out
+        assert out.getvalue() == b""  # buffered: sent with the next flush
+        await asyncio.sleep(access_log.FLUSH_SECONDS * 2)
+        text = out.getvalue().decode()
+        assert "request_id=r1 status=200" in text and "model" not in text
+        access_log.setup("json", out)
+        for i in range(3):
+            access_log.write({"request_id": f"j{i}"})
+        access_log.flush()
+        lines = out.getvalue().decode().splitlines()[1:]
+        assert [json.loads(line)["request_id"] for line in lines] == ["j0", "j1", "j2"]
+        access_log.setup("off", out)
         assert not access_log.enabled()
+        access_log.write({"request_id": "r2"})
+        access_log.flush()
+        assert b"r2" not in out.getvalue()
     finally:
-        access_log.log.disabled = False
-        access_log.log.handlers.clear()
-        access_log.log.propagate = True
-        access_log.setup.__globals__["_json"] = True
+        access_log.reset()

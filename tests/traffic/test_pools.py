@@ -56,15 +56,16 @@ async def test_a_refused_endpoint_fails_over_to_the_next(
 async def test_a_failing_endpoint_is_retried_on_another(
         replicas: Replicas, gateway_factory: GatewayFactory, fault: str, stream: bool) -> None:
     bad, good = await replicas(fault, "ok", delay=5.0)
+    # (stage timeouts of 1 s: a busy machine may take a few hundred ms to answer at all)
     gw = await gateway_factory(config(model("m", bad.base_url, good.base_url,
-                                            timeouts={"headers": 0.3, "first_token": 0.3})))
+                                            timeouts={"headers": 1.0, "first_token": 1.0})))
     started = time.monotonic()
     status, headers, body = await chat(gw, "m", stream=stream)
     assert status == 200, body
     assert headers["x-gateway-attempts"] == "2"
-    assert len(bad.requests) == 1 and len(good.requests) == 1
+    assert (len(bad.requests), len(good.requests)) == (1, 1)
     assert (_stream_text(body) if stream else _text(body)) == "b says hello world"
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 3
 
 
 async def test_a_plain_500_is_not_retried(
