@@ -248,7 +248,7 @@ async def _model_page(request: web.Request, session: Session, *, created: Any = 
     return _page("model.html", status=status, session=session, model=model, task=task,
                  tokens=[_token_row(t) for t in tokens.tokens], show_revoked=show_revoked,
                  created=created, secret=secret, error=error, usage=_usage_rows(usage.rows),
-                 days=await _daily(request, session, model.id), limits=LIMITS,
+                 daily=await _daily(request, session, model.id), limits=LIMITS,
                  snippets=snippets(task, _base(request), model.id, secret))
 
 
@@ -263,13 +263,14 @@ def _token_row(t: apb.Token) -> dict[str, Any]:
             "limits": limits, "limits_text": ", ".join(shown) or "none"}
 
 
-async def _daily(request: web.Request, session: Session, model: str) -> list[dict[str, Any]]:
+async def _daily(request: web.Request, session: Session, model: str
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The model's usage per UTC day over the last ``DAYS`` days, for the charts."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     starts = [today - 86400 * i for i in range(DAYS - 1, -1, -1)]
     replies = await asyncio.gather(*(_call(request, QUERY_USAGE, apb.QueryUsageRequest(
-        model=model, group_by=apb.QueryUsageRequest.GROUP_BY_MODEL, start_time=start,
-        end_time=start + 86400), session.admin) for start in starts))
+        model=model, group_by=apb.QueryUsageRequest.GROUP_BY_TOKEN_AND_MODEL,
+        start_time=start, end_time=start + 86400), session.admin) for start in starts))
     days = []
     for start, reply in zip(starts, replies, strict=True):
         rows = list(reply.rows)
@@ -283,7 +284,24 @@ async def _daily(request: web.Request, session: Session, model: str) -> list[dic
         peak = max(d[key] for d in days) or 1
         for d in days:
             d[f"{key}_h"] = (round(100 * d[key] / peak) // 5) * 5 if d[key] else 0
-    return days
+    return days, _per_token(list(replies), [d["day"] for d in days])
+
+
+def _per_token(replies: list[Any], labels: list[str]) -> list[dict[str, Any]]:
+    """Requests per token per day: one row of columns per token."""
+    names: dict[str, str] = {}
+    counts: dict[str, list[int]] = {}
+    for i, reply in enumerate(replies):
+        for r in reply.rows:
+            key = r.token_id or "-"
+            names[key] = r.token_name or r.token_id or "(no token)"
+            counts.setdefault(key, [0] * len(replies))[i] += r.requests
+    peak = max([c for row in counts.values() for c in row] or [1]) or 1
+    return [{"token": names[k], "total": sum(row),
+             "days": [{"day": labels[i], "requests": c,
+                       "h": (round(100 * c / peak) // 5) * 5 if c else 0}
+                      for i, c in enumerate(row)]}
+            for k, row in sorted(counts.items(), key=lambda kv: -sum(kv[1]))]
 
 
 def _usage_rows(rows: Any) -> list[dict[str, Any]]:

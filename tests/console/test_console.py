@@ -204,7 +204,9 @@ async def test_usage_is_charted_per_day(gw: AuthGateway) -> None:
         await sign_in(s, gw)
         async with s.get(base + "/console/models/mock-chat") as r:
             page = await r.text()
-    assert page.count('class="col"') == 3 * 14  # three charts of 14 days
+    # three charts of 14 days, and a row of 14 days for the one token that called
+    assert page.count('class="col"') == 4 * 14
+    assert 'aria-label="Requests per day of default"' in page
     assert "fill h100" in page  # today is the busiest day
     today = datetime.now(UTC).strftime("%m-%d")
     assert f'title="{today}: 3"' in page  # requests today
