@@ -38,8 +38,9 @@ _PROXY = 'inference_url = f"{base_url}/models/{model_version_id}/proxy/v1'
 _CHAT = _PROXY + '''/chat/completions"
 headers = {"Authorization": f"Bearer {api_key}", "accept": "text/event-stream"}
 payload = {
-    "messages": [{"role": "user", "content": "What is Deep Learning?"}],
-    "max_tokens": 200,
+    "inputs": "What is Deep Learning?",
+    "max_new_tokens": 200,
+    "do_sample": False,
     "stream": True,
 }
 with requests.post(inference_url, headers=headers, json=payload, stream=True,
@@ -170,8 +171,8 @@ def _curl(task: str, base: str, model: str, key: str) -> str:
     proxy = f"{base}/models/{model}/proxy/v1"
     head = f"API_KEY={_sh(key)}\n"
     if task == "chat":
-        body = json.dumps({"messages": [{"role": "user", "content": "What is Deep Learning?"}],
-                           "max_tokens": 200, "stream": True})
+        body = json.dumps({"inputs": "What is Deep Learning?", "max_new_tokens": 200,
+                           "do_sample": False, "stream": True})
         return (head + f"curl -sSfN {_sh(proxy + '/chat/completions')} {auth} \\\n"
                 f"  -H 'Content-Type: application/json' -d {_sh(body)}\n")
     if task == "completion":
