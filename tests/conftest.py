@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from gateway_common import access_log
 from gateway_common.config import GatewayConfig, parse_config
 from gateway_core.server import CoreHandle, start_core
 from http_edge.app import EdgeHandle, start_edge
@@ -119,6 +120,15 @@ async def start_gateway(config: GatewayConfig, transport: str = "local",
                             core=core.in_process if transport == "local" else None,
                             buffers=core.buffers)
     return Gateway(core, edge, config)
+
+
+@pytest.fixture(autouse=True)
+def _access_log_to_the_logger() -> Iterator[None]:
+    """Every test sees the access log on the logger ``gateway.access`` (caplog), even after a
+    test ran the CLI in this process (which points it at stdout)."""
+    access_log.reset()
+    yield
+    access_log.reset()
 
 
 @pytest.fixture
