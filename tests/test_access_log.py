@@ -73,6 +73,8 @@ async def test_one_line_per_request_with_what_served_it_and_no_secret(
     assert first["duration_ms"] > 0 and first["time"].endswith("Z")
     streamed = next(line for line in got if line["request_id"] == stream_rid)
     assert streamed["ttft_ms"] > 0 and streamed["completion_tokens"] > 0
+    invalid = next(line for line in got if line["status"] == 400)
+    assert invalid["error"]
     refused = [line for line in got if line["status"] == 401]
     assert refused and refused[0]["error"] and "token_id" not in refused[0]
     for record in caplog.records:  # every log line of the process, not only the access log
@@ -126,3 +128,23 @@ async def test_serve_writes_buffered_lines_to_stdout_text_or_json_or_none() -> N
         assert b"r2" not in out.getvalue()
     finally:
         access_log.reset()
+
+
+async def test_a_refused_request_names_its_token_too(
+        gateway_factory: GatewayFactory, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    data = auth_config(tmp_path / "data")
+    for m in data["models"]:
+        if m["id"] == "mock-chat":
+            m["limits"] = {"rpm": 1}
+    gw = await open_auth_gateway(gateway_factory, data)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.post(gw.gw.http + "/v1/chat/completions",
+                              headers={"Authorization": f"Bearer {gw.token}"},
+                              json={"model": "mock-chat",
+                                    "messages": [{"role": "user", "content": "hi"}]}) as r:
+                await r.read()
+    refused = [line for line in _access(caplog) if line["status"] == 429]
+    assert refused and refused[0]["token_id"].startswith("tok_")
+    assert refused[0]["error"] == "rate_limit_exceeded"

@@ -33,7 +33,7 @@ from gateway_common.core_api import (
 )
 from gateway_core import audio, templates
 from gateway_core.auth.identity import current_identity
-from gateway_core.errors import InvalidRequest, PayloadTooLarge
+from gateway_core.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from gateway_core.interceptors import current_model, current_request_id
 from gateway_core.limits.limiter import Limiter
 from gateway_core.providers.base import Call, Provider
@@ -187,14 +187,16 @@ def _traceparent(context: Ctx) -> str | None:
 
 def _report(context: Ctx, call: Call, route: Route) -> None:
     logged = _for_the_log(route)
+    failure = sys.exc_info()[1]  # (called from a finally block: the exception on its way out)
+    if isinstance(failure, GatewayError):
+        failure.extra = (*failure.extra, *logged)  # an abort's trailers replace these below
     context.set_trailing_metadata(((MODEL_KEY, current_model.get()),
                                    (UPSTREAM_SECONDS_KEY, f"{call.upstream_seconds:.6f}"),
                                    *route.metadata(), *logged))
     if route.span is not None:
         usage = dict(logged).get(USAGE_LOG_KEY, "")
         prompt, _, completion = usage.partition(",")
-        # (called from a finally block: the exception on its way out, if any)
-        tracing.end(route.span, sys.exc_info()[1], gen_ai__response__model=route.served,
+        tracing.end(route.span, failure, gen_ai__response__model=route.served,
                     gen_ai__usage__input_tokens=int(prompt) if prompt else None,
                     gen_ai__usage__output_tokens=int(completion) if completion else None,
                     gateway__attempts=route.attempts)
