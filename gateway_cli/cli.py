@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.add_argument("--http-port", type=int, help="HTTP port of the edge (default 8080)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port of the core (default 50051)")
+    serve.add_argument("--workers", default="1", metavar="N",
+                       help="processes serving the same ports (auto: one per core; default 1)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     core = sub.add_parser("core", help="run the gRPC core alone")
     _add_common(core)
@@ -204,6 +208,45 @@ def _run(coro: Awaitable[None]) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def _workers(value: str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError("a number of processes (1 or more) or auto")
+    return int(value)
+
+
+def _supervise(workers: int, argv: Sequence[str], config: GatewayConfig) -> int:
+    """``serve --workers N``: N worker processes of ``serve`` on the same ports (SO_REUSEPORT:
+    the kernel spreads connections), sharing the store; /metrics sums their counters and
+    histograms (prometheus-client's multiprocess mode, in a directory made here). Signals are
+    passed on to the workers; it ends when they all have."""
+    import subprocess
+    import tempfile
+
+    args = [a for i, a in enumerate(argv) if not (a.startswith("--workers")
+                                                   or (i > 0 and argv[i - 1] == "--workers"))]
+    if config.listen.http_port == 0 or config.listen.grpc_port == 0:
+        print("--workers needs fixed ports (not 0)", file=sys.stderr)
+        return EXIT_CONFIG
+    with tempfile.TemporaryDirectory(prefix="igw-metrics-") as metrics_dir:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        procs = [subprocess.Popen([sys.executable, "-m", "gateway_cli.cli", *args,
+                                   "--reuse-port"], env=env) for _ in range(workers)]
+        log.info("serving with %d workers (pids %s)", workers, ", ".join(str(p.pid)
+                                                                       for p in procs))
+
+        def forward(signum: int, _frame: Any) -> None:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, forward)
+        codes = [p.wait() for p in procs]
+    return max(codes) if any(codes) else 0
+
+
 def check_config(path: str | None) -> int:
     if not path:
         print("check-config: give the config file's path", file=sys.stderr)
@@ -234,6 +277,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"invalid config: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        if args.command == "serve":
+            try:
+                workers = _workers(args.workers)
+            except ValueError as exc:
+                print(f"--workers: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            if workers > 1:
+                return _supervise(workers, argv if argv is not None else sys.argv[1:], config)
+            if args.reuse_port:
+                config = dataclasses.replace(
+                    config, listen=dataclasses.replace(config.listen, reuse_port=True))
         _setup_logging(config.log_level)
         access_log.setup(config.access_log)
         tracing.setup(config.tracing.enabled)

@@ -99,6 +99,8 @@ class ListenConfig:
     # core's handlers in process; "grpc" goes through the core's gRPC port, as `edge` always does.
     core_transport: Literal["local", "grpc"] = "local"
     tls: TlsConfig = field(default_factory=TlsConfig)
+    # Let other processes listen on the same ports (set for the workers of `serve --workers`).
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def server_options(config: GatewayConfig) -> list[tuple[str, Any]]:
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.max_receive_message_length", config.limits.max_upload_bytes + 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if config.listen.reuse_port else 0),
     ]
 
 

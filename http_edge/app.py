@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -72,8 +74,24 @@ async def ready(request: web.Request) -> web.Response:
     return await health(request)
 
 
+def _registry() -> Any:
+    """The registry /metrics shows: this process's, or with ``serve --workers`` the counters
+    and histograms of every worker summed (prometheus-client's multiprocess mode), gauges per
+    worker (a ``pid`` label), and this worker's pool states."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from gateway_core.traffic.metrics import TrafficCollector
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(TrafficCollector())
+    return registry
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest(REGISTRY))
+    resp = web.Response(body=generate_latest(_registry()))
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
@@ -175,6 +193,7 @@ async def start_edge(
         config.listen.http_port if port is None else port,
         backlog=1024,
         ssl_context=tls.edge_context(config.listen.tls),
+        reuse_port=config.listen.reuse_port or None,
     )
     await site.start()
     addresses = runner.addresses
