@@ -7,9 +7,10 @@
 
 Starts ``inference-gateway serve`` (auth off, access log off, the built-in mock model, so that no
 upstream process takes a core) once with one worker and once with ``--workers`` N, in turn, and
-measures each with the closed-loop load generator of ``loadgen.py`` (64 keep-alive connections,
-which the kernel spreads over the workers as they connect; non-streaming chat), in interleaved
-rounds. The load generator runs on the same machine and takes its share of the cores.
+measures each at 64 keep-alive connections of non-streaming chat (which the kernel spreads over the
+workers as they connect), in interleaved rounds: with ``wrk`` when it is installed (``apt-get
+install wrk``: a load generator in C, which leaves the gateway most of the cores), else with the
+Python load generator of ``loadgen.py``, which takes about a core of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +46,27 @@ async def _start(procs: Processes, name: str, workers: int) -> str:
     return f"http://127.0.0.1:{http}/v1"
 
 
+BODY = json.dumps({"model": "bench-mock", "max_tokens": 64,
+                   "messages": [{"role": "user", "content": "What is deep learning?"}]})
+WRK_SCRIPT = f"""wrk.method = "POST"
+wrk.body = '{BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def _wrk(url: str, seconds: float, script: Path) -> float:
+    """Requests per second by wrk (one thread, 64 connections); raises on errors."""
+    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{max(1, int(seconds))}s", "-s", str(script),
+                          url + "/chat/completions"], capture_output=True, text=True,
+                         timeout=seconds + 30, check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors: {out}")
+    match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if match is None:
+        raise RuntimeError(f"no rate in wrk's output: {out}")
+    return float(match.group(1))
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rates: dict[str, list[float]] = {"1": [], str(args.workers): []}
     with tempfile.TemporaryDirectory(prefix="igw-workers-") as tmp:
@@ -51,18 +76,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for n in (1, args.workers):
                 url = await _start(procs, f"workers-{n}", n)
                 targets[str(n)] = Target(f"{n} worker(s)", url, "bench-mock", "bench-mock")
+            wrk = shutil.which("wrk") is not None and not args.python_load
+            script = procs.workdir / "post.lua"
+            script.write_text(WRK_SCRIPT)
             for r in range(args.rounds):
                 for key, target in targets.items():
-                    log(f"round {r + 1}/{args.rounds}: {target.name}")
-                    result = await throughput(target, concurrency=64, seconds=args.seconds,
-                                              warmup=1.0, stream=False)
-                    rates[key].append(result.rps)
+                    log(f"round {r + 1}/{args.rounds}: {target.name} "
+                        f"({'wrk' if wrk else 'python load generator'})")
+                    if wrk:
+                        await asyncio.to_thread(_wrk, target.base_url, 1.0, script)  # warm-up
+                        rates[key].append(await asyncio.to_thread(
+                            _wrk, target.base_url, args.seconds, script))
+                    else:
+                        result = await throughput(target, concurrency=64,
+                                                  seconds=args.seconds, warmup=1.0,
+                                                  stream=False)
+                        rates[key].append(result.rps)
         finally:
             await procs.stop_all()
     one = sorted(rates["1"])[len(rates["1"]) // 2]
     many = sorted(rates[str(args.workers)])[len(rates[str(args.workers)]) // 2]
-    return {"rps": rates, "median_1": one, f"median_{args.workers}": many,
-            "ratio": many / one}
+    return {"load": "python" if args.python_load or shutil.which("wrk") is None else "wrk",
+            "rps": rates, "median_1": one, f"median_{args.workers}": many, "ratio": many / one}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--python-load", action="store_true",
+                   help="use the Python load generator even when wrk is installed")
     args = p.parse_args(argv)
     print(json.dumps(asyncio.run(run(args)), indent=2))
     return 0
