@@ -7,6 +7,7 @@ Cohere shape), ``/audio/transcriptions`` (multipart), ``/audio/speech`` (raw aud
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from gateway_core.streams import ChatStreamState, CompletionStreamState
 from gateway_core.usage_estimates import estimate_tokens
 from inference_gateway.v1 import inference_pb2 as pb
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class OpenAIOptions:
@@ -38,6 +41,10 @@ class OpenAIOptions:
     embedding_encoding: Literal["float", "base64"] = "base64"
     # `response_format` sent for images; null for servers that reject the field (gpt-image-1).
     image_response_format: str | None = "b64_json"
+    # When an answer reports no usage, count its tokens with the server's own tokenizer instead
+    # of the gateway's estimate: "vllm" (POST /tokenize, chat messages through the template),
+    # "llama.cpp" (POST /tokenize), "llama-cpp-python" (POST /extras/tokenize); null: estimate.
+    tokenizer: Literal["vllm", "llama.cpp", "llama-cpp-python"] | None = None
     # Stream non-streaming chat and completion requests from the upstream and assemble the
     # answer, so that stage timeouts, retries before the first token and a caller that leaves
     # work for them as for streams; off for servers whose streams lack what their answers have.
@@ -68,12 +75,58 @@ class OpenAIProvider(Provider):
         body = wire.chat_body(req, self.upstream_model, self.model.defaults, stream=True,
                               stream_usage=self.options.stream_usage)
         state = ChatStreamState(req.model, lambda: wire.prompt_tokens_of(req.messages))
+        counting = self.options.tokenizer is not None
+        texts: list[str] = []
         # Events that arrived in one read go on as one message: no waiting, fewer gRPC messages.
         async for batch in stream_sse_batches(self.sessions.get(url), url, call, body,
                                               api_key=self.api_key):
             for chunk in state.feed_batch(batch):
+                if counting:
+                    texts.extend(c.delta.content for c in chunk.choices if c.delta.content)
                 yield chunk
+        if counting and state.usage is None:
+            last = state.final()
+            texts.extend(c.delta.content for c in last.choices if c.delta.content)
+            usage = await self._counted(body["messages"], "".join(texts), call)
+            if usage is not None:
+                last.usage.CopyFrom(usage)
+            yield last
+            return
         yield state.final()
+
+    async def _counted(self, messages: Any, completion: str, call: Call) -> pb.Usage | None:
+        """The usage counted by the upstream's tokenizer (``options.tokenizer``); None when it
+        cannot say (the estimate stands, marked so)."""
+        origin = "/".join(self.url("").split("/", 3)[:3])
+        kind = self.options.tokenizer
+        path = "/extras/tokenize" if kind == "llama-cpp-python" else "/tokenize"
+        url = origin + path
+
+        def body(text: str | None) -> dict[str, Any]:
+            if kind == "vllm":
+                return ({"model": self.upstream_model, "messages": messages} if text is None
+                        else {"model": self.upstream_model, "prompt": text,
+                              "add_special_tokens": False})
+            content = text if text is not None else "\n".join(
+                str(m.get("content") or "") for m in messages)
+            return {"input": content} if kind == "llama-cpp-python" else {"content": content}
+
+        try:
+            counts = []
+            for text in (None, completion):
+                data = await request_json(self.sessions.get(url), "POST", url, call,
+                                          json_body=body(text), api_key=self.api_key)
+                n = data.get("count") if isinstance(data, dict) else None
+                if n is None:
+                    n = len(data.get("tokens") or ()) if isinstance(data, dict) else len(data)
+                counts.append(int(n))
+        except (UpstreamError, ValueError, TypeError, AttributeError) as exc:
+            log.info("model %s: counting tokens with the upstream's tokenizer failed: %s",
+                     self.model.id, getattr(exc, "message", exc))
+            return None
+        prompt, completion_tokens = counts
+        return pb.Usage(prompt_tokens=prompt, completion_tokens=completion_tokens,
+                        total_tokens=prompt + completion_tokens)
 
     async def complete(self, req: pb.CompletionRequest, call: Call) -> pb.CompletionResponse:
         url = self.url("completions")

@@ -96,11 +96,23 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's /tokenize (a token per word here): a ``prompt``, or ``messages`` as a chat."""
+        body = orjson.loads(await request.read())
+        if "messages" in body:
+            text = " ".join(str(m.get("content") or "") for m in body["messages"])
+            count = len(text.split()) + 2 * len(body["messages"])  # the template's tokens
+        else:
+            count = len(str(body.get("prompt", "")).split())
+        return web.json_response({"count": count, "tokens": list(range(count)),
+                                  "max_model_len": 4096})
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/tokenize", self.tokenize)
         return app
 
     async def start(self) -> FakeOpenAI:
